@@ -1,0 +1,1 @@
+//! Invite links (`dclogin:`, `DCACCOUNT:`) and the terminal QR code.

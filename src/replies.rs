@@ -1,0 +1,1 @@
+//! Every SMTP reply line and IMAP response text, in one place.
