@@ -20,7 +20,7 @@ use crate::tls::{ALPN_IMAP, ALPN_SMTP};
 use crate::Ctx;
 
 /// What a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
     /// Port 25: MX, STARTTLS required before MAIL.
     Mx,
@@ -80,7 +80,7 @@ pub async fn bind_all(ctx: &Arc<Ctx>) -> anyhow::Result<Vec<(Service, TcpListene
     Ok(out)
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let sock = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,

@@ -1,1 +1,0 @@
-//! Every SMTP reply line and IMAP response text, in one place.

@@ -1,0 +1,1 @@
+//! IMAP response texts and codes.

@@ -1,0 +1,1 @@
+//! SMTP reply lines (basic and enhanced codes).
