@@ -1,1 +1,227 @@
-fn main() {}
+//! The `chatmail-box` binary: CLI and process edge. Errors become `anyhow` only here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use chatmail_box::config::Config;
+use chatmail_box::store::{Account, Store};
+use chatmail_box::{auth, invite, net, Ctx};
+
+#[derive(Parser)]
+#[command(name = "chatmail-box", version, about = "A chatmail relay for Delta Chat in one binary")]
+struct Cli {
+    /// Configuration file (TOML). Default: <data-dir>/config.toml if it exists, else built-in
+    /// defaults.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (overrides `data_dir` in the config).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the relay.
+    Serve {
+        /// Print a `dclogin:` invite (link and terminal QR) for a fresh account once listening.
+        #[arg(long)]
+        invite: bool,
+        /// Host name or IP address put into the printed invite.
+        #[arg(long, default_value = "127.0.0.1")]
+        invite_host: String,
+    },
+    /// Validate the configuration and print the effective values.
+    CheckConfig,
+    /// Manage accounts.
+    Account {
+        #[command(subcommand)]
+        cmd: AccountCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// List accounts.
+    List,
+    /// Add an account (password from --password or generated).
+    Add {
+        addr: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Delete an account and all its mail.
+    Delete { addr: String },
+    /// Import accounts from an upstream chatmail relay's mailboxes directory
+    /// (`<dir>/<addr>/password` holding `{SHA512-CRYPT}$6$...`).
+    ImportChatmail { dir: PathBuf },
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let data_dir = cli.data_dir.clone();
+    let path = cli.config.clone().or_else(|| {
+        let d = data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
+        let p = d.join("config.toml");
+        p.exists().then_some(p)
+    });
+    let mut cfg = match &path {
+        Some(p) => {
+            let (cfg, warnings) = Config::load(p)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            cfg
+        }
+        None => Config::default(),
+    };
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = load_config(&cli)?;
+    match cli.cmd {
+        Cmd::Serve {
+            invite,
+            invite_host,
+        } => serve(cfg, invite.then_some(invite_host)),
+        Cmd::CheckConfig => {
+            println!("configuration ok: mail_domain = {}", cfg.mail_domain);
+            println!("{cfg:#?}");
+            Ok(())
+        }
+        Cmd::Account { cmd } => account(cfg, cmd),
+    }
+}
+
+fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let ctx = Ctx::new(cfg)?;
+        let listeners = net::bind_all(&ctx).await?;
+        ctx.tls.spawn_reloader(std::time::Duration::from_secs(30));
+        for (svc, l) in &listeners {
+            tracing::info!(service = svc.name(), addr = %l.local_addr()?, "listening");
+        }
+        if let Some(host) = invite_host {
+            println!("{}", invite::terminal_invite(&ctx.cfg, &host));
+        }
+        tokio::select! {
+            _ = net::serve(ctx.clone(), listeners) => {}
+            _ = shutdown_signal() => tracing::info!("shutting down"),
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn account(cfg: Config, cmd: AccountCmd) -> anyhow::Result<()> {
+    let store = Store::open(&cfg.data_dir, cfg.index_cache_size)?;
+    match cmd {
+        AccountCmd::List => {
+            for a in store.accounts()? {
+                println!("{}", a.addr);
+            }
+        }
+        AccountCmd::Add { addr, password } => {
+            let addr = addr.to_ascii_lowercase();
+            if let Some(why) = auth::address_problem(&cfg, &addr) {
+                bail!("cannot add {addr}: {why}");
+            }
+            if store.account(&addr)?.is_some() {
+                bail!("{addr} exists already");
+            }
+            let generated = password.is_none();
+            let password = password.unwrap_or_else(invite::random_password);
+            if password.chars().count() < cfg.password_min_length {
+                bail!("password shorter than password_min_length ({})", cfg.password_min_length);
+            }
+            store.put_account(&Account {
+                addr: addr.clone(),
+                password_hash: auth::hash_password(&password)?,
+                created: chatmail_box::store::now_unix(),
+                enforce_e2ee: true,
+                last_login_day: 0,
+            })?;
+            if generated {
+                println!("{addr} {password}");
+            } else {
+                println!("{addr}");
+            }
+        }
+        AccountCmd::Delete { addr } => {
+            if !store.delete_account(&addr.to_ascii_lowercase())? {
+                bail!("no account {addr}");
+            }
+            println!("deleted {addr}");
+        }
+        AccountCmd::ImportChatmail { dir } => {
+            let n = import_chatmail(&store, &dir)?;
+            println!("imported {n} accounts");
+        }
+    }
+    Ok(())
+}
+
+/// Import `<dir>/<addr>/password` files of an upstream relay. The `enforceE2EEincoming` marker
+/// is carried over; the password file's mtime is the last-login day.
+fn import_chatmail(store: &Store, dir: &Path) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.contains('@') || !e.file_type()?.is_dir() {
+            continue;
+        }
+        let pw_path = e.path().join("password");
+        let Ok(hash) = std::fs::read_to_string(&pw_path) else {
+            eprintln!("skipping {name}: no password file");
+            continue;
+        };
+        let hash = hash.trim().to_string();
+        if hash.is_empty() {
+            eprintln!("skipping {name}: empty password file");
+            continue;
+        }
+        let mtime = std::fs::metadata(&pw_path)?
+            .modified()?
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        store.put_account(&Account {
+            addr: name.to_ascii_lowercase(),
+            password_hash: hash,
+            created: mtime,
+            enforce_e2ee: e.path().join("enforceE2EEincoming").exists(),
+            last_login_day: mtime / 86400 * 86400,
+        })?;
+        n += 1;
+    }
+    Ok(n)
+}
