@@ -1,0 +1,43 @@
+# chatmail-box: see README.md.
+CARGO ?= cargo
+BIN_DEBUG := target/debug/chatmail-box
+BIN_RELEASE := target/release/chatmail-box
+
+.PHONY: all build release run test test-rust test-py bench lint fmt clean-data
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+## make run: start the relay with embedded defaults (data in ./data, self-signed certificate,
+## unprivileged ports when not root) and print an invite for a Delta Chat client on this machine.
+run: release
+	$(BIN_RELEASE) --data-dir data serve --invite
+
+## make test: every test, including the real Delta Chat client tests.
+test: test-rust test-py
+
+test-rust:
+	$(CARGO) build --bins
+	$(CARGO) test --all-targets
+
+test-py: build
+	scripts/pytest.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## make bench: performance numbers (not part of make test).
+bench: release
+	scripts/bench.sh
+
+clean-data:
+	rm -rf data
