@@ -66,6 +66,7 @@ def rpc(relay, tmp_path_factory, logdir, request):
     accounts = base / "accounts"  # must not exist yet
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
+    env.setdefault("NO_COLOR", "1")
     name = request.module.__name__.rsplit(".", 1)[-1]
     with open(logdir / f"rpc-server-{name}.log", "ab") as errlog:
         with Rpc(accounts_dir=str(accounts), stderr=errlog, env=env) as rpc:

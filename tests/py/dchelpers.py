@@ -55,6 +55,7 @@ class TAccount(Account):
     logfile: Any = field(default=None, repr=False, compare=False)
     addr: str = ""
     password: str = ""
+    failure_events: list = field(default_factory=list, repr=False, compare=False)
 
     def _log(self, ev: dict, note: str = ""):
         if self.logfile is None:
@@ -130,15 +131,31 @@ class TAccount(Account):
                           f"{self.name}: wait_for_all_work_done")
         self.drain()
 
+    def _explain_failure(self, what: str):
+        """After a failed call: log the queued events and print the telling ones."""
+        evs = self.drain()
+        self.failure_events = evs
+        telling = [f"  {e.get('kind')}: {e.get('msg') or e.get('comment') or ''}"[:500] for e in evs
+                   if e.get("kind") in ("Warning", "Error", "ConfigureProgress") and (e.get("msg") or e.get("comment"))]
+        print(f"{self.name}: {what} failed; core said:\n" + "\n".join(telling[-30:]))
+
     def configure_transport(self, params: dict, timeout: float = DEFAULT_TIMEOUT):
-        call_with_timeout(lambda: self._rpc.add_or_update_transport(self.id, params), timeout,
-                          f"{self.name}: add_or_update_transport")
+        try:
+            call_with_timeout(lambda: self._rpc.add_or_update_transport(self.id, params), timeout,
+                              f"{self.name}: add_or_update_transport")
+        except BaseException:
+            self._explain_failure("add_or_update_transport")
+            raise
         self.addr = params["addr"]
         self.password = params["password"]
 
     def configure_qr(self, qr: str, timeout: float = DEFAULT_TIMEOUT):
-        call_with_timeout(lambda: self._rpc.add_transport_from_qr(self.id, qr), timeout,
-                          f"{self.name}: add_transport_from_qr({qr})")
+        try:
+            call_with_timeout(lambda: self._rpc.add_transport_from_qr(self.id, qr), timeout,
+                              f"{self.name}: add_transport_from_qr({qr})")
+        except BaseException:
+            self._explain_failure(f"add_transport_from_qr({qr})")
+            raise
         self.addr = self.get_config("configured_addr") or self.get_config("addr") or ""
 
 
@@ -165,6 +182,7 @@ class AccountFactory:
         ac = TAccount(base.manager, base.id, name=name, logfile=log)
         # Keep everything that could reach beyond loopback off (see client-contract §4.5, §4.6).
         ac.set_config("proxy_enabled", "0")
+        ac.set_config("autorelay", "0")
         return ac
 
     def credentials(self, prefix: str = "ac") -> tuple[str, str]:

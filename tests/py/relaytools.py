@@ -111,6 +111,7 @@ class Relay:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", os.environ.get("RELAY_RUST_LOG", "info,chatmail_box=debug"))
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts + 1} at {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
