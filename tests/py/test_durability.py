@@ -170,13 +170,13 @@ def imap_fetch_all(ip: str, addr: str, password: str) -> tuple[dict, list[tuple[
         assert typ == "OK", (typ, data)
         out = []
         for item in data:
-            if not isinstance(item, tuple):
-                continue
-            head, body = item
-            uid = _num(head, "UID")
-            mm = re.search(rb"^Message-ID:\s*<([^>\r\n]+)>", body, re.IGNORECASE | re.MULTILINE)
-            out.append((uid, mm.group(1).decode() if mm else None))
-        return info, out
+            if isinstance(item, tuple):
+                head, body = item
+                mm = re.search(rb"^Message-ID:\s*<([^>\r\n]+)>", body, re.IGNORECASE | re.MULTILINE)
+                out.append([_num(head, "UID"), mm.group(1).decode() if mm else None])
+            elif isinstance(item, bytes) and out and out[-1][0] is None:
+                out[-1][0] = _num(item, "UID")  # UID after the literal: "... BODY[] {n}\r\n... UID 7)"
+        return info, [tuple(x) for x in out]
     finally:
         try:
             m.logout()
