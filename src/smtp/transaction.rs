@@ -1,0 +1,245 @@
+//! Mail transactions: MAIL FROM, RCPT TO and DATA, with the submission and MX envelope rules
+//! (relay-behaviour §5, §7), then the policy hook and durable local delivery.
+//!
+//! Owns: envelope stages and their replies, the durability rule (reply 250 only after the
+//! store returned). Must not know: byte-level grammar (codec), sled keys, message content rules
+//! (policy).
+
+use bytes::Bytes;
+use smtp_proto::{MailFrom, RcptTo, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
+
+use super::addr::{self, Destination};
+use super::codec::{self, DataDecoder, DataEnd, DataResult};
+use super::policy::{self, Envelope, Verdict};
+use super::session::{Flow, Session, Txn};
+use crate::net::Service;
+use crate::replies::smtp as r;
+
+/// Recipients per message (Postfix `smtpd_recipient_limit`, METADATA `maxsmtprecipients`).
+const MAX_RECIPIENTS: usize = 1000;
+
+impl Session {
+    pub(super) async fn mail(&mut self, from: MailFrom<String>) -> Flow {
+        if !self.greeted {
+            return self.error(r::NEED_HELO);
+        }
+        if !self.io.is_tls() {
+            return self.error(r::MUST_STARTTLS);
+        }
+        let login = match (self.submission(), &self.login) {
+            (true, None) => return self.error(r::AUTH_REQUIRED),
+            (_, login) => login.clone(),
+        };
+        if self.txn.is_some() {
+            return self.error(r::NESTED_MAIL);
+        }
+        // Only what EHLO advertises (BODY, SMTPUTF8, SIZE); AUTH= (RFC 4954) is ignored.
+        let supported = MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_SMTPUTF8;
+        if from.flags & !supported != 0
+            || from.trans_id.is_some()
+            || from.by != 0
+            || from.env_id.is_some()
+            || from.solicit.is_some()
+            || from.mtrk.is_some()
+            || from.hold_for != 0
+            || from.hold_until != 0
+            || from.mt_priority != 0
+        {
+            return self.error(r::UNSUPPORTED_PARAMETER);
+        }
+        if from.size as u64 > self.ctx.cfg.max_message_size {
+            self.io.reply(r::SIZE_LIMIT);
+            return Flow::Continue;
+        }
+        let sender = from.address;
+        let owned = match &login {
+            Some(login) => {
+                if !addr::sender_syntax_ok(&sender) {
+                    let line = r::invalid_from(&codec::printable(&sender));
+                    self.io.reply(&line);
+                    return Flow::Continue;
+                }
+                // A mismatch is reported at RCPT, as Postfix does (spec §5 rule 2).
+                addr::owned_by(&sender, login)
+            }
+            // Port 25: any sender, including the null sender `<>` (bounces).
+            None => true,
+        };
+        self.txn = Some(Txn {
+            sender,
+            owned,
+            rcpts: Vec::new(),
+            attempts: 0,
+        });
+        self.io.reply(r::SENDER_OK);
+        Flow::Continue
+    }
+
+    pub(super) async fn rcpt(&mut self, to: RcptTo<String>) -> Flow {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.error(r::NEED_MAIL);
+        };
+        if txn.attempts >= MAX_RECIPIENTS {
+            self.io.reply(r::TOO_MANY_RECIPIENTS);
+            return Flow::Continue;
+        }
+        txn.attempts += 1;
+        let owned = txn.owned;
+        // DSN is not advertised, so its parameters are not accepted.
+        if to.orcpt.is_some() || to.flags != 0 || to.rrvs != 0 {
+            return self.error(r::UNSUPPORTED_PARAMETER);
+        }
+        if !owned {
+            self.io.reply(r::SENDER_NOT_OWNED);
+            return Flow::Continue;
+        }
+        let domain = self.ctx.cfg.address_domain();
+        let local = match addr::destination(&to.address, &domain) {
+            Destination::Local(a) => a,
+            Destination::Remote if self.service == Service::Mx => {
+                self.io.reply(r::RELAY_DENIED);
+                return Flow::Continue;
+            }
+            // Outbound delivery comes with federation; until then a temporary reply makes the
+            // client retry instead of failing the message.
+            Destination::Remote => {
+                self.io.reply(r::REMOTE_NOT_YET);
+                return Flow::Continue;
+            }
+        };
+        // Unknown local users are refused here for now. The reference accepts them and bounces
+        // later (relay-behaviour §10, no address probing); that path comes with the federation
+        // issue, which adds the bounce generator.
+        let store = self.ctx.store.clone();
+        let lookup = local.clone();
+        let exists = tokio::task::spawn_blocking(move || store.account(&lookup)).await;
+        match exists {
+            Ok(Ok(Some(_))) => {
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.rcpts.push(local);
+                }
+                self.io.reply(r::RCPT_OK);
+            }
+            Ok(Ok(None)) => {
+                let line = r::user_unknown(&codec::printable(&to.address));
+                self.io.reply(&line);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(service = self.service.name(), "account lookup failed: {e}");
+                self.io.reply(r::LOCAL_ERROR);
+            }
+            Err(e) => {
+                tracing::error!(service = self.service.name(), "account lookup failed: {e}");
+                self.io.reply(r::LOCAL_ERROR);
+            }
+        }
+        Flow::Continue
+    }
+
+    pub(super) async fn data(&mut self) -> Flow {
+        match &self.txn {
+            None => return self.error(r::NEED_MAIL),
+            Some(txn) if txn.rcpts.is_empty() => {
+                self.io.reply(r::NO_VALID_RECIPIENTS);
+                return Flow::Continue;
+            }
+            Some(_) => {}
+        }
+        self.io.reply(r::START_DATA);
+        let max_size = usize::try_from(self.ctx.cfg.max_message_size).unwrap_or(usize::MAX);
+        let mut decoder = DataDecoder::new(max_size, self.ctx.cfg.max_line_length);
+        let end = loop {
+            let (n, end) = decoder.feed(self.io.buffered());
+            self.io.consume(n);
+            if let Some(end) = end {
+                break end;
+            }
+            if let Err(e) = self.io.fill().await {
+                self.txn = None;
+                return self.io_failed(e).await;
+            }
+        };
+        let Some(txn) = self.txn.take() else {
+            return self.error(r::NEED_MAIL);
+        };
+        match (end, decoder.finish()) {
+            (DataEnd::Ambiguous, _) => {
+                // Where the client thinks the data ended is unknown: never read on.
+                self.io.reply(r::BARE_LINE_ENDING);
+                Flow::Close("bare CR/LF around end of data")
+            }
+            (DataEnd::Overflow, _) => {
+                self.io.reply(r::MESSAGE_TOO_BIG);
+                Flow::Close("message far over the size limit")
+            }
+            (DataEnd::Complete, DataResult::TooBig) => self.rejected(r::MESSAGE_TOO_BIG, "size"),
+            (DataEnd::Complete, DataResult::BareLineEnding) => {
+                self.rejected(r::BARE_LINE_ENDING, "bare CR/LF")
+            }
+            (DataEnd::Complete, DataResult::LineTooLong) => {
+                self.rejected(r::DATA_LINE_TOO_LONG, "line length")
+            }
+            (DataEnd::Complete, DataResult::Message(body)) => self.accept(txn, body).await,
+        }
+    }
+
+    fn rejected(&mut self, reply: &str, reason: &'static str) -> Flow {
+        tracing::info!(service = self.service.name(), reason, "message rejected");
+        self.io.reply(reply);
+        Flow::Continue
+    }
+
+    /// Policy hook, then durable delivery; 250 only once the store has returned.
+    async fn accept(&mut self, txn: Txn, body: Vec<u8>) -> Flow {
+        let env = Envelope {
+            service: self.service,
+            sender: &txn.sender,
+            login: self.login.as_deref(),
+            rcpts: &txn.rcpts,
+            peer_ip: self.peer_ip,
+        };
+        let message = match policy::check(&self.ctx, &env, Bytes::from(body)).await {
+            Verdict::Accept(m) => m,
+            Verdict::Reject(reply) => return self.rejected(&reply, "policy"),
+        };
+        let store = self.ctx.store.clone();
+        let rcpts = txn.rcpts;
+        let size = message.len();
+        let delivered = tokio::task::spawn_blocking(move || store.deliver(&rcpts, &message)).await;
+        let d = match delivered {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::error!(service = self.service.name(), "delivery failed: {e}");
+                self.io.reply(r::LOCAL_ERROR);
+                return Flow::Continue;
+            }
+            Err(e) => {
+                tracing::error!(service = self.service.name(), "delivery task failed: {e}");
+                self.io.reply(r::LOCAL_ERROR);
+                return Flow::Continue;
+            }
+        };
+        if !d.missing.is_empty() {
+            // Accounts deleted between RCPT and the end of DATA; a bounce belongs here once
+            // bounces exist (federation issue).
+            tracing::warn!(
+                service = self.service.name(),
+                missing = d.missing.len(),
+                "recipients disappeared before delivery"
+            );
+        }
+        if d.delivered.is_empty() {
+            self.io.reply(r::RECIPIENTS_GONE);
+            return Flow::Continue;
+        }
+        self.messages += 1;
+        tracing::info!(
+            service = self.service.name(),
+            recipients = d.delivered.len(),
+            size,
+            "message delivered"
+        );
+        self.io.reply(r::QUEUED);
+        Flow::Continue
+    }
+}
