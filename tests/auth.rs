@@ -22,9 +22,17 @@ fn setup(f: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<Config>, Store,
 async fn first_login_creates_and_wrong_password_changes_nothing() {
     let (_d, _c, store, auth) = setup(|_| {});
     let a = "abcdefghi@_chat.test";
-    assert_eq!(auth.login("ABCDEFGHI@_chat.test", "password1").await.unwrap(), a);
+    assert_eq!(
+        auth.login("ABCDEFGHI@_chat.test", "password1")
+            .await
+            .unwrap(),
+        a
+    );
     let before = store.account(a).unwrap().unwrap();
-    assert!(matches!(auth.login(a, "password2").await, Err(AuthError::Failed)));
+    assert!(matches!(
+        auth.login(a, "password2").await,
+        Err(AuthError::Failed)
+    ));
     assert_eq!(store.account(a).unwrap().unwrap(), before);
     assert_eq!(auth.login(a, "password1").await.unwrap(), a);
     // two users may share a password; odd characters work
@@ -38,18 +46,21 @@ async fn first_login_creates_and_wrong_password_changes_nothing() {
 async fn creation_rules_refuse_and_store_nothing() {
     let (_d, _c, store, auth) = setup(|_| {});
     for (user, pw) in [
-        ("abcdefghi@_chat.test", "admin"),            // password too short
-        ("abcdefgh@_chat.test", "password1"),         // local part too short
-        ("abcdefghij@_chat.test", "password1"),       // too long
-        ("abcd+efgh@_chat.test", "password1"),        // bad character
+        ("abcdefghi@_chat.test", "admin"),      // password too short
+        ("abcdefgh@_chat.test", "password1"),   // local part too short
+        ("abcdefghij@_chat.test", "password1"), // too long
+        ("abcd+efgh@_chat.test", "password1"),  // bad character
         ("abcd efgh@_chat.test", "password1"),
-        ("abcdefghi@other.test", "password1"),        // foreign domain
+        ("abcdefghi@other.test", "password1"), // foreign domain
         ("abcdefghi@_chat.test.invalid", "password1"),
         ("abc@efghi@_chat.test", "password1"),
         ("", "password1"),
         ("abcdefghi@_chat.test", ""),
     ] {
-        assert!(auth.login(user, pw).await.is_err(), "{user:?} {pw:?} was accepted");
+        assert!(
+            auth.login(user, pw).await.is_err(),
+            "{user:?} {pw:?} was accepted"
+        );
     }
     assert!(store.accounts().unwrap().is_empty());
 }
@@ -57,13 +68,18 @@ async fn creation_rules_refuse_and_store_nothing() {
 #[tokio::test]
 async fn kill_switch_and_resource_guard_block_only_creation() {
     let (d, _c, store, auth) = setup(|_| {});
-    auth.login("existing1@_chat.test", "password1").await.unwrap();
+    auth.login("existing1@_chat.test", "password1")
+        .await
+        .unwrap();
     std::fs::write(d.path().join("nocreate"), b"").unwrap();
     assert!(matches!(
         auth.login("newuser01@_chat.test", "password1").await,
         Err(AuthError::CreationRefused(_))
     ));
-    assert!(auth.login("existing1@_chat.test", "password1").await.is_ok());
+    assert!(auth
+        .login("existing1@_chat.test", "password1")
+        .await
+        .is_ok());
     std::fs::remove_file(d.path().join("nocreate")).unwrap();
     drop(auth);
     drop(store);
@@ -82,14 +98,20 @@ async fn kill_switch_and_resource_guard_block_only_creation() {
         auth.login("newuser01@_chat.test", "password1").await,
         Err(AuthError::CreationRefused("too little free disk space"))
     ));
-    assert!(auth.login("existing1@_chat.test", "password1").await.is_ok());
+    assert!(auth
+        .login("existing1@_chat.test", "password1")
+        .await
+        .is_ok());
     assert_eq!(store.accounts().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn config_flag_kill_switch() {
     let (_d, _c, store, auth) = setup(|c| c.nocreate = true);
-    assert!(auth.login("newuser01@_chat.test", "password1").await.is_err());
+    assert!(auth
+        .login("newuser01@_chat.test", "password1")
+        .await
+        .is_err());
     assert!(store.accounts().unwrap().is_empty());
 }
 
@@ -109,7 +131,10 @@ async fn ten_concurrent_first_logins_leave_one_hash() {
     }
     assert_eq!(store.accounts().unwrap().len(), 1);
     // a different password on a concurrent first login fails, never overwrites
-    assert!(auth.login("racerace1@_chat.test", "otherpassword").await.is_err());
+    assert!(auth
+        .login("racerace1@_chat.test", "otherpassword")
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -126,8 +151,14 @@ async fn imported_sha512_crypt_account_logs_in() {
             last_login_day: 0,
         })
         .unwrap();
-    assert!(auth.login("legacy001@_chat.test", "legacypass").await.is_ok());
-    assert!(auth.login("legacy001@_chat.test", "legacypasX").await.is_err());
+    assert!(auth
+        .login("legacy001@_chat.test", "legacypass")
+        .await
+        .is_ok());
+    assert!(auth
+        .login("legacy001@_chat.test", "legacypasX")
+        .await
+        .is_err());
 }
 
 #[test]
@@ -138,6 +169,9 @@ fn argon2_verification_cost() {
     for _ in 0..5 {
         assert!(chatmail_box::auth::verify_password("password1", &h));
     }
-    println!("argon2id verify: {:.1} ms", t.elapsed().as_secs_f64() * 200.0);
+    println!(
+        "argon2id verify: {:.1} ms",
+        t.elapsed().as_secs_f64() * 200.0
+    );
     let _ = Config::default();
 }

@@ -127,10 +127,17 @@ impl ServerCertVerifier for AnyCert {
 }
 
 pub fn connector(alpn: &[&[u8]]) -> TlsConnector {
+    connector_with(rustls::DEFAULT_VERSIONS, alpn)
+}
+
+pub fn connector_with(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> TlsConnector {
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(versions)
     .unwrap()
     .dangerous()
     .with_custom_certificate_verifier(Arc::new(AnyCert))
@@ -223,7 +230,10 @@ impl LineClient {
         let mut out = Vec::new();
         loop {
             let l = self.line().await;
-            assert!(!l.is_empty() || !out.is_empty(), "EOF before tagged response");
+            assert!(
+                !l.is_empty() || !out.is_empty(),
+                "EOF before tagged response"
+            );
             let done = l.starts_with(&format!("{tag} "));
             out.push(l);
             if done {
