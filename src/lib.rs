@@ -17,6 +17,7 @@ pub mod config;
 pub mod imap;
 pub mod invite;
 pub mod net;
+pub mod policy;
 pub mod replies;
 pub mod smtp;
 pub mod store;
