@@ -6,7 +6,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::codec::{self, decode_msg, encode_msg, mailbox_key, msg_key, user_prefix, MailboxRec};
-use super::{normalise_mailbox, now_unix, Flags, MsgInfo, Store, StoreError, INBOX};
+use super::{normalise_mailbox, Flags, MsgInfo, Store, StoreError, INBOX};
 
 /// How a STORE changes flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +14,43 @@ pub enum FlagOp {
     Add,
     Remove,
     Replace,
+}
+
+/// Insert one message record per (address, mailbox) target inside a transaction: next UID,
+/// bumped HIGHESTMODSEQ. Returns the UIDs in target order.
+pub(super) fn add_messages(
+    mb: &TransactionalTree,
+    ms: &TransactionalTree,
+    targets: &[(String, String)],
+    blob: u64,
+    flags: Flags,
+    date: i64,
+    size: u64,
+) -> TxResult<Vec<u32>> {
+    let mut uids = Vec::with_capacity(targets.len());
+    for (addr, name) in targets {
+        let Some(mut rec) = get_mbox(mb, addr, name)? else {
+            return abort(StoreError::NoMailbox);
+        };
+        if rec.uidnext == u32::MAX {
+            return abort(StoreError::UidsExhausted);
+        }
+        let uid = rec.uidnext;
+        rec.uidnext += 1;
+        rec.highestmodseq += 1;
+        let info = MsgInfo {
+            uid,
+            blob,
+            flags,
+            modseq: rec.highestmodseq,
+            size,
+            internal_date: date,
+        };
+        ms.insert(&msg_key(rec.id, uid), encode_msg(&info))?;
+        mb.insert(mailbox_key(addr, name), rec.encode())?;
+        uids.push(uid);
+    }
+    Ok(uids)
 }
 
 /// A consistent view of one mailbox.
@@ -27,13 +64,13 @@ pub struct Snapshot {
     pub messages: Vec<MsgInfo>,
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
-fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+pub(super) fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => StoreError::Sled(e),
@@ -49,7 +86,7 @@ fn get_mbox(t: &TransactionalTree, addr: &str, name: &str) -> TxResult<Option<Ma
     }
 }
 
-fn bump_ref(t: &TransactionalTree, blob: u64, delta: i64) -> TxResult<i64> {
+pub(super) fn bump_ref(t: &TransactionalTree, blob: u64, delta: i64) -> TxResult<i64> {
     let k = blob.to_be_bytes();
     let cur = t.get(k)?.map(|v| codec::be64(&v) as i64).unwrap_or(0);
     let new = cur + delta;
@@ -68,10 +105,11 @@ impl Store {
             return Ok(false);
         }
         let rec = MailboxRec::new(self.inner.db.generate_id()?);
-        let r = self
-            .inner
-            .mailboxes
-            .compare_and_swap(key, None as Option<&[u8]>, Some(rec.encode()))?;
+        let r = self.inner.mailboxes.compare_and_swap(
+            key,
+            None as Option<&[u8]>,
+            Some(rec.encode()),
+        )?;
         Ok(r.is_ok())
     }
 
@@ -163,32 +201,9 @@ impl Store {
     }
 
     /// Deliver one body to the INBOX of every recipient, atomically and durably. Recipients
-    /// without an account are returned in the error-free `missing` list and get nothing.
+    /// without an account are returned in the `missing` list and get nothing.
     pub fn deliver(&self, rcpts: &[String], body: &[u8]) -> Result<Delivery, StoreError> {
-        let mut present = Vec::new();
-        let mut missing = Vec::new();
-        for r in rcpts {
-            if present.contains(r) || missing.contains(r) {
-                continue;
-            }
-            if self.inner.accounts.get(r.as_bytes())?.is_some() {
-                present.push(r.clone());
-            } else {
-                missing.push(r.clone());
-            }
-        }
-        let mut uids = Vec::new();
-        if !present.is_empty() {
-            let targets: Vec<(String, String)> = present
-                .iter()
-                .map(|a| (a.clone(), INBOX.to_string()))
-                .collect();
-            uids = self.insert_body(&targets, body, Flags::empty(), now_unix())?;
-        }
-        Ok(Delivery {
-            delivered: present.into_iter().zip(uids).collect(),
-            missing,
-        })
+        Ok(self.accept_message("", rcpts, &[], body)?.0)
     }
 
     /// APPEND: store a body into one mailbox with flags and date. Returns (UIDVALIDITY, UID).
@@ -220,29 +235,7 @@ impl Store {
         self.inner.blobs.write(blob, body)?;
         let i = &self.inner;
         let res = (&i.mailboxes, &i.messages, &i.blobrefs).transaction(|(mb, ms, br)| {
-            let mut uids = Vec::with_capacity(targets.len());
-            for (addr, name) in targets {
-                let Some(mut rec) = get_mbox(mb, addr, name)? else {
-                    return abort(StoreError::NoMailbox);
-                };
-                if rec.uidnext == u32::MAX {
-                    return abort(StoreError::UidsExhausted);
-                }
-                let uid = rec.uidnext;
-                rec.uidnext += 1;
-                rec.highestmodseq += 1;
-                let info = MsgInfo {
-                    uid,
-                    blob,
-                    flags,
-                    modseq: rec.highestmodseq,
-                    size: body.len() as u64,
-                    internal_date: date,
-                };
-                ms.insert(&msg_key(rec.id, uid), encode_msg(&info))?;
-                mb.insert(mailbox_key(addr, name), rec.encode())?;
-                uids.push(uid);
-            }
+            let uids = add_messages(mb, ms, targets, blob, flags, date, body.len() as u64)?;
             bump_ref(br, blob, targets.len() as i64)?;
             Ok(uids)
         });
@@ -443,7 +436,12 @@ impl Store {
         let mut total = 0;
         for v in self.inner.mailboxes.scan_prefix(&prefix).values() {
             let rec = MailboxRec::decode(&v?)?;
-            for m in self.inner.messages.scan_prefix(rec.id.to_be_bytes()).values() {
+            for m in self
+                .inner
+                .messages
+                .scan_prefix(rec.id.to_be_bytes())
+                .values()
+            {
                 let v = m?;
                 total += decode_msg(0, &v)?.size;
             }

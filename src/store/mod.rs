@@ -11,6 +11,7 @@ mod blobs;
 mod codec;
 mod hub;
 mod mailbox;
+mod queue;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 use codec::{user_prefix, MailboxRec};
 
 pub use mailbox::{Delivery, FlagOp, FlagResult, Snapshot};
+pub use queue::{QueueItem, QueuedRcpt, RcptState};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -133,8 +135,10 @@ pub(crate) struct Inner {
     messages: sled::Tree,
     blobrefs: sled::Tree,
     meta: sled::Tree,
+    queue: sled::Tree,
     blobs: blobs::Blobs,
     hub: hub::Hub,
+    queue_wakeup: tokio::sync::Notify,
     _lock: File,
 }
 
@@ -172,8 +176,10 @@ impl Store {
             messages: db.open_tree("messages")?,
             blobrefs: db.open_tree("blobrefs")?,
             meta: db.open_tree("meta")?,
+            queue: db.open_tree("queue")?,
             blobs: blobs::Blobs::open(dir.join("blobs"))?,
             hub: hub::Hub::default(),
+            queue_wakeup: tokio::sync::Notify::new(),
             db,
             _lock: lock,
         };
@@ -259,7 +265,8 @@ impl Store {
         if let Some(mut a) = self.account(addr)? {
             if a.last_login_day != day {
                 a.last_login_day = day;
-                let v = serde_json::to_vec(&a).map_err(|_| StoreError::Corrupt("account record"))?;
+                let v =
+                    serde_json::to_vec(&a).map_err(|_| StoreError::Corrupt("account record"))?;
                 self.inner.accounts.insert(addr.as_bytes(), v)?;
                 self.flush()?;
             }
@@ -301,7 +308,11 @@ impl Store {
         let mut stale = Vec::new();
         for kv in self.inner.meta.scan_prefix(&prefix) {
             let (k, v) = kv?;
-            let ts = if v.len() == 8 { codec::be64(&v) as i64 } else { 0 };
+            let ts = if v.len() == 8 {
+                codec::be64(&v) as i64
+            } else {
+                0
+            };
             let token = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
             if ts > now - 90 * 86400 && ts < now + 60 {
                 out.push(token);
