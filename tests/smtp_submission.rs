@@ -446,3 +446,19 @@ async fn misc_commands_and_line_limits() {
     assert!(lines.len() < 25, "{lines:?}");
     assert!(lines.last().unwrap().starts_with("421 "), "{lines:?}");
 }
+
+#[tokio::test]
+async fn submission_over_443_with_alpn_smtp() {
+    let relay = TestRelay::start().await;
+    let mut c = LineClient::tls(relay.addr(Service::Https), &[b"smtp"]).await;
+    assert_eq!(c.smtp_reply().await.0, 220);
+    let (code, text) = cmd(&mut c, "EHLO [127.0.0.1]").await;
+    assert_eq!(code, 250);
+    assert!(caps(&text).iter().any(|c| c == "AUTH PLAIN LOGIN"), "{text}");
+    let ir = b64(&format!("\0{}\0{PASS}", addr("alice0001")));
+    assert_eq!(cmd(&mut c, &format!("AUTH PLAIN {ir}")).await.0, 235);
+    let alice = addr("alice0001");
+    let (code, _) = send_message(&mut c, &alice, &[&alice], b"via 443\r\n.\r\n").await;
+    assert_eq!(code, 250);
+    assert_eq!(inbox(&relay, &alice), vec![b"via 443\r\n".to_vec()]);
+}
