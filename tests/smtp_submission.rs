@@ -454,7 +454,10 @@ async fn submission_over_443_with_alpn_smtp() {
     assert_eq!(c.smtp_reply().await.0, 220);
     let (code, text) = cmd(&mut c, "EHLO [127.0.0.1]").await;
     assert_eq!(code, 250);
-    assert!(caps(&text).iter().any(|c| c == "AUTH PLAIN LOGIN"), "{text}");
+    assert!(
+        caps(&text).iter().any(|c| c == "AUTH PLAIN LOGIN"),
+        "{text}"
+    );
     let ir = b64(&format!("\0{}\0{PASS}", addr("alice0001")));
     assert_eq!(cmd(&mut c, &format!("AUTH PLAIN {ir}")).await.0, 235);
     let alice = addr("alice0001");
