@@ -38,6 +38,27 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float, what: str) -> Any:
     return box.get("value")
 
 
+class StampedQueue(queue.Queue):
+    """Event queue that notes when each event reached this process (key "_t", time.monotonic())."""
+
+    def put(self, item, block=True, timeout=None):
+        if isinstance(item, dict):
+            item.setdefault("_t", time.monotonic())
+        super().put(item, block, timeout)
+
+
+def stamp_events(rpc, account_id: int):
+    """Replace the rpc-client's event queue of an account by a StampedQueue (keeping queued events)."""
+    old = rpc.get_queue(account_id)
+    new = StampedQueue()
+    while True:
+        try:
+            new.put(old.get_nowait())
+        except queue.Empty:
+            break
+    rpc.event_queues[account_id] = new
+
+
 def random_local(n: int = 9, prefix: str = "") -> str:
     alphabet = string.ascii_lowercase + string.digits
     return prefix + "".join(random.choice(alphabet) for _ in range(n - len(prefix)))
@@ -61,8 +82,11 @@ class TAccount(Account):
         if self.logfile is None:
             return
         kind = ev.get("kind", "?")
-        rest = {k: v for k, v in ev.items() if k != "kind"}
-        line = f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {self.name} {note}{kind} {json.dumps(rest, ensure_ascii=False)}"
+        rest = {k: v for k, v in ev.items() if k not in ("kind", "_t")}
+        # Wall-clock time at which the event reached this process (the queue stamps it).
+        t = time.time() - (time.monotonic() - ev.get("_t", time.monotonic()))
+        stamp = time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+        line = f"{stamp} {self.name} {note}{kind} {json.dumps(rest, ensure_ascii=False)}"
         self.logfile.write(line[:4000] + "\n")
         self.logfile.flush()
 
@@ -89,7 +113,7 @@ class TAccount(Account):
             ev = self.next_event(min(left, 1.0))
             if ev is None:
                 continue
-            seen.append(f"{ev.get('kind')} {json.dumps({k: v for k, v in ev.items() if k != 'kind'})[:300]}")
+            seen.append(f"{ev.get('kind')} {json.dumps({k: v for k, v in ev.items() if k not in ('kind', '_t')})[:300]}")
             if pred(ev):
                 return ev
 
@@ -175,6 +199,7 @@ class AccountFactory:
 
     def new_unconfigured(self, name: str = "") -> TAccount:
         base = self.dc.add_account()
+        stamp_events(self.dc.rpc, base.id)
         self.count += 1
         name = name or f"ac{self.count}"
         log = open(self.logdir / f"events-{base.id}-{name}.log", "a", encoding="utf-8")
