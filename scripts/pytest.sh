@@ -75,6 +75,10 @@ case "$CHATMAIL_BOX_BIN" in /*) ;; *) CHATMAIL_BOX_BIN="$ROOT/$CHATMAIL_BOX_BIN"
 REQ="$ROOT/requirements-test.txt"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.requirements.sha256"
+# Concurrent runs from the same checkout must not build the venv at the same time.
+LOCK="${TMPDIR:-/tmp}/chatmail-box-venv-$(echo "$ROOT" | sha256sum | cut -c1-16).lock"
+exec 9>"$LOCK"
+command -v flock >/dev/null && flock 9
 want="$( (sha256sum "$REQ" | cut -d' ' -f1; "$PYTHON" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'pass' 2>/dev/null \
    && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
@@ -89,6 +93,7 @@ else
     || die "pip install -r requirements-test.txt failed"
   echo "$want" > "$STAMP"
 fi
+exec 9>&-
 "$VENV/bin/deltachat-rpc-server" --version >/dev/null 2>&1 || die "$VENV/bin/deltachat-rpc-server does not run"
 
 # 2. Private hosts file.
