@@ -75,9 +75,9 @@ case "$CHATMAIL_BOX_BIN" in /*) ;; *) CHATMAIL_BOX_BIN="$ROOT/$CHATMAIL_BOX_BIN"
 REQ="$ROOT/requirements-test.txt"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.requirements.sha256"
-# Concurrent runs from the same checkout must not build the venv at the same time.
-LOCK="${TMPDIR:-/tmp}/chatmail-box-venv-$(echo "$ROOT" | sha256sum | cut -c1-16).lock"
-exec 9>"$LOCK"
+# Concurrent runs from the same checkout must not build the venv at the same time (the lock is
+# taken on requirements-test.txt itself, so no lock file is left behind).
+exec 9<"$REQ"
 command -v flock >/dev/null && flock 9
 want="$( (sha256sum "$REQ" | cut -d' ' -f1; "$PYTHON" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'pass' 2>/dev/null \
