@@ -35,12 +35,22 @@ def _check_name_resolution():
                     returncode=3)
 
 
+_LOGDIR: list[pathlib.Path] = []
+
+
 @pytest.fixture(scope="session")
 def logdir(tmp_path_factory) -> pathlib.Path:
+    """Relay logs, rpc-server stderr and one event log per Delta Chat account."""
     d = os.environ.get("CHATMAIL_TEST_LOGDIR")
     p = pathlib.Path(d) if d else tmp_path_factory.mktemp("logs")
     p.mkdir(parents=True, exist_ok=True)
+    _LOGDIR.append(p)
     return p
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _LOGDIR and (exitstatus != 0 or os.environ.get("CHATMAIL_TEST_LOGDIR")):
+        terminalreporter.write_line(f"logs (relay, rpc-server, per-account events): {_LOGDIR[0]}")
 
 
 @pytest.fixture(scope="session")
