@@ -11,9 +11,13 @@
 //! - [`web`]: HTTP endpoints (autoconfig).
 //! - [`replies`]: every SMTP reply line and IMAP response text in one place.
 //! - [`invite`]: invite links and the terminal QR code.
+//! - [`dkim`]: DKIM keys, signing and strict inbound verification.
+//! - [`delivery`]: the outbound queue runner, `/mxdeliv` and SMTP clients, bounces, DNS zone.
 
 pub mod auth;
 pub mod config;
+pub mod delivery;
+pub mod dkim;
 pub mod imap;
 pub mod invite;
 pub mod net;
@@ -32,6 +36,12 @@ pub struct Ctx {
     pub store: store::Store,
     pub auth: auth::Auth,
     pub tls: Arc<tls::Tls>,
+    /// Inbound policy (encryption, sender rules, rate limit) with its counters.
+    pub policy: policy::Policy,
+    /// DKIM signer (key generated lazily) and strict verifier.
+    pub dkim: Arc<dkim::Dkim>,
+    /// Outbound delivery; `delivery::spawn(ctx)` starts the queue runner.
+    pub delivery: delivery::Delivery,
 }
 
 impl Ctx {
@@ -40,11 +50,18 @@ impl Ctx {
         let store = store::Store::open(&cfg.data_dir, cfg.index_cache_size)?;
         let tls = Arc::new(tls::Tls::new(&cfg)?);
         let auth = auth::Auth::new(cfg.clone(), store.clone());
+        let resolver = delivery::build_resolver(&cfg);
+        let dkim = Arc::new(dkim::Dkim::new(&cfg, resolver.clone()));
+        let delivery = delivery::Delivery::new(&cfg, resolver)?;
+        let policy = policy::Policy::new(cfg.clone());
         Ok(Arc::new(Ctx {
             cfg,
             store,
             auth,
             tls,
+            policy,
+            dkim,
+            delivery,
         }))
     }
 }

@@ -36,6 +36,16 @@ enum Cmd {
     },
     /// Validate the configuration and print the effective values.
     CheckConfig,
+    /// Print the DNS zone to publish (generates the DKIM key on first use).
+    Dns {
+        /// Public IPv4/IPv6 address for the A/AAAA records (repeatable; overrides
+        /// `public_ipv4` / `public_ipv6`).
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        /// Query each record and show ok / missing / wrong.
+        #[arg(long)]
+        check: bool,
+    },
     /// Manage accounts.
     Account {
         #[command(subcommand)]
@@ -105,6 +115,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Account { cmd } => account(cfg, cmd),
+        Cmd::Dns { ip, check } => dns(cfg, ip, check),
     }
 }
 
@@ -115,6 +126,10 @@ fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
     rt.block_on(async move {
         let ctx = Ctx::new(cfg)?;
         let listeners = net::bind_all(&ctx).await?;
+        // Generate the DKIM key now (not at the first outgoing message) so `dns` can print it.
+        let c = ctx.clone();
+        tokio::task::spawn_blocking(move || c.dkim.signer().map(|_| ())).await??;
+        let _runner = chatmail_box::delivery::spawn(ctx.clone());
         ctx.tls.spawn_reloader(std::time::Duration::from_secs(30));
         for (svc, l) in &listeners {
             tracing::info!(service = svc.name(), addr = %l.local_addr()?, "listening");
@@ -140,6 +155,59 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+fn dns(mut cfg: Config, ips: Vec<std::net::IpAddr>, check: bool) -> anyhow::Result<()> {
+    use chatmail_box::delivery::zone;
+    for ip in ips {
+        match ip {
+            std::net::IpAddr::V4(v4) => cfg.public_ipv4 = Some(v4),
+            std::net::IpAddr::V6(v6) => cfg.public_ipv6 = Some(v6),
+        }
+    }
+    if cfg.ip_domain().is_some() {
+        println!("; {} is an IP-only relay: no DNS zone, no DKIM", cfg.mail_domain);
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let resolver = chatmail_box::delivery::build_resolver(&cfg);
+        let dkim = chatmail_box::dkim::Dkim::new(&cfg, resolver.clone());
+        let records = dkim.dns_records()?;
+        let z = zone::zone(
+            &cfg.mail_domain,
+            cfg.public_ipv4.map(Into::into),
+            cfg.public_ipv6.map(Into::into),
+            &records,
+        );
+        if !check {
+            print!("{}", zone::render(&z));
+            return Ok(());
+        }
+        let mut bad = 0;
+        for (r, state, seen) in zone::check(&resolver, &z).await {
+            let tag = match state {
+                zone::Check::Ok => "ok",
+                zone::Check::Missing => "missing",
+                zone::Check::Wrong => "wrong",
+            };
+            if state != zone::Check::Ok && r.required {
+                bad += 1;
+            }
+            println!("{tag:<8} {}", r.line());
+            if state == zone::Check::Wrong {
+                for s in seen {
+                    println!("         found: {s}");
+                }
+            }
+        }
+        if bad > 0 {
+            anyhow::bail!("{bad} required record(s) missing or wrong");
+        }
+        Ok(())
+    })
 }
 
 fn account(cfg: Config, cmd: AccountCmd) -> anyhow::Result<()> {

@@ -133,6 +133,27 @@ pub struct Config {
     pub max_line_length: usize,
     /// IMAP commands per second per connection before the session is slowed down.
     pub imap_commands_per_second: u32,
+
+    // ---- federation (src/dkim, src/delivery) ----
+    /// DKIM selector; the key lives in `<data_dir>/dkim/<selector>.private`.
+    pub dkim_selector: String,
+    /// Also sign with an Ed25519 key (selector `<dkim_selector>-ed25519`).
+    pub dkim_ed25519: bool,
+    /// DNS server for MX/A/TXT lookups as `IP` or `IP:port`; default: the system's resolv.conf.
+    pub dns_nameserver: Option<String>,
+    /// PEM file with extra trusted root certificates for outbound TLS (tests, private CAs).
+    pub extra_root_certs: Option<PathBuf>,
+    /// Port outbound SMTP connects to (25; other values only for tests).
+    pub outbound_smtp_port: u16,
+    /// Port outbound `/mxdeliv` connects to (443; other values only for tests).
+    pub outbound_https_port: u16,
+    /// First retry delay of the outbound queue in seconds (doubles per attempt, at most 1 h).
+    pub delivery_retry_base: u64,
+    /// Seconds a message may stay queued before it bounces (Postfix maximal_queue_lifetime).
+    pub queue_lifetime: u64,
+    /// Public addresses printed by `chatmail-box dns` (A / AAAA).
+    pub public_ipv4: Option<std::net::Ipv4Addr>,
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
 }
 
 impl Default for Config {
@@ -171,6 +192,16 @@ impl Default for Config {
             index_cache_size: 8 * MB,
             max_line_length: 8192,
             imap_commands_per_second: 200,
+            dkim_selector: "opendkim".into(),
+            dkim_ed25519: false,
+            dns_nameserver: None,
+            extra_root_certs: None,
+            outbound_smtp_port: 25,
+            outbound_https_port: 443,
+            delivery_retry_base: 60,
+            queue_lifetime: 2 * 86400,
+            public_ipv4: None,
+            public_ipv6: None,
         }
     }
 }
@@ -292,6 +323,22 @@ impl Config {
         if self.max_line_length < 1000 {
             return Err(invalid("max_line_length", "must be at least 1000 (RFC 5321)"));
         }
+        if self.dkim_selector.is_empty()
+            || !self
+                .dkim_selector
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            return Err(invalid("dkim_selector", "must be letters, digits, - or _"));
+        }
+        if let Some(ns) = &self.dns_nameserver {
+            if parse_nameserver(ns).is_none() {
+                return Err(invalid("dns_nameserver", format!("{ns:?} is not IP or IP:port")));
+            }
+        }
+        if self.delivery_retry_base == 0 {
+            return Err(invalid("delivery_retry_base", "must be at least 1"));
+        }
         if self.imap_commands_per_second == 0 {
             return Err(invalid("imap_commands_per_second", "must be at least 1"));
         }
@@ -359,6 +406,16 @@ impl Config {
     }
 }
 
+/// `IP` (port 53) or `IP:port` / `[IPv6]:port`.
+pub fn parse_nameserver(s: &str) -> Option<std::net::SocketAddr> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Some(a);
+    }
+    s.parse::<IpAddr>()
+        .ok()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+}
+
 fn known_keys() -> Vec<&'static str> {
     let mut v = vec![
         "mail_domain",
@@ -394,6 +451,16 @@ fn known_keys() -> Vec<&'static str> {
         "index_cache_size",
         "max_line_length",
         "imap_commands_per_second",
+        "dkim_selector",
+        "dkim_ed25519",
+        "dns_nameserver",
+        "extra_root_certs",
+        "outbound_smtp_port",
+        "outbound_https_port",
+        "delivery_retry_base",
+        "queue_lifetime",
+        "public_ipv4",
+        "public_ipv6",
     ];
     v.extend_from_slice(KNOWN_LEGACY);
     v

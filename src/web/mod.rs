@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::invite;
+
+mod mxdeliv;
 use crate::net::Conn;
 use crate::Ctx;
 
@@ -24,6 +26,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/.well-known/autoconfig/mail/config-v1.1.xml", get(autoconfig))
         .route("/mail/config-v1.1.xml", get(autoconfig))
         .route("/new", any(new_account))
+        .route("/mxdeliv", any(mxdeliv::mxdeliv))
         .route("/cgi-bin/newemail.py", any(new_account))
         .route("/", get(index))
         .with_state(ctx)
