@@ -212,7 +212,7 @@ fn walk(data: &[u8]) -> openpgp::Result<bool> {
             }
         };
         let tag = pp.header().ctb().tag();
-        let length = pp.header().length().clone();
+        let length = *pp.header().length();
         state = match (state, tag) {
             (Walk::SessionKeys, Tag::PKESK | Tag::SKESK)
                 if matches!(length, BodyLength::Full(_)) =>
