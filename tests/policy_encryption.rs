@@ -382,3 +382,20 @@ fn securejoin_and_plain_are_not_encrypted() {
     assert!(!is_encrypted(b"", IN));
     assert!(!is_encrypted(b"\r\n\r\n", IN));
 }
+
+#[test]
+fn large_message_passes() {
+    // ~12 MiB of ciphertext, re-framed with 64 KiB partial chunks: the walk skips the SEIPD
+    // body without buffering it.
+    let k = keys();
+    let packets = split(&encrypt(&[&k.v4_a], &[], &vec![b'q'; 12 << 20]));
+    let mut bin = packets[0].raw.clone();
+    bin.extend(partial_packet(18, &packets[1].body, 1 << 16));
+    let msg = wrap(&bin);
+    let t = std::time::Instant::now();
+    assert!(is_encrypted(&msg, OUT));
+    eprintln!("{} bytes checked in {:?}", msg.len(), t.elapsed());
+    let mut cut = bin.clone();
+    cut.truncate(bin.len() - 1);
+    assert!(!is_encrypted(&wrap(&cut), IN));
+}
