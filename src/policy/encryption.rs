@@ -169,9 +169,12 @@ pub(crate) fn dearmor(body: &[u8], dir: Direction) -> Result<Vec<u8>, NotEncrypt
     if data.is_empty() {
         return Err(NotEncrypted::Base64);
     }
+    // Room for the sentinel, so appending it does not copy the whole binary again.
+    let mut binary = Vec::with_capacity(data.len() / 4 * 3 + SENTINEL.len());
     base64::engine::general_purpose::STANDARD
-        .decode(&data)
-        .map_err(|_| NotEncrypted::Base64)
+        .decode_vec(&data, &mut binary)
+        .map_err(|_| NotEncrypted::Base64)?;
+    Ok(binary)
 }
 
 /// Where the walk is in the expected sequence `(PKESK|SKESK)* SEIPD SENTINEL EOF`.

@@ -31,8 +31,11 @@
 //! (address literal / DKIM, §7 step 6) **on the original bytes** (the returned copy has its
 //! `DKIM-Signature` fields removed by [`clean_delivery_headers`]).
 //!
-//! Every end-of-DATA decision bumps [`PolicyStats`] and logs one line at INFO, never with an
-//! address.
+//! Every decision at end of DATA (and a rate-limit rejection at RCPT) logs one line at INFO,
+//! never with an address; the decisions that reach the encryption check bump [`PolicyStats`].
+//!
+//! DKIM signing of outbound mail (§8.1) must sign the message returned here, after the cleanup:
+//! a signature made before `Subject` is replaced would not verify.
 
 mod encryption;
 mod exceptions;
