@@ -607,3 +607,29 @@ async fn move_list_create_examine() {
     let r = i.cmd("DELETE \"INBOX\"").await;
     assert!(last(&r).contains(" NO "), "{r:?}");
 }
+
+#[tokio::test]
+async fn command_rate_and_line_length_limits() {
+    let relay = TestRelay::start_with(|c| {
+        c.imap_commands_per_second = 5;
+        c.max_line_length = 1024;
+    })
+    .await;
+    let mut i = Imap::login(&relay, &addr("limited01")).await;
+    let started = std::time::Instant::now();
+    for _ in 0..12 {
+        let r = i.cmd("NOOP").await;
+        assert!(ok(&r), "{r:?}");
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "13 commands at 5/s took only {:?}",
+        started.elapsed()
+    );
+    i.c.send(&format!("A1 NOOP {}", "x".repeat(5000))).await;
+    let mut lines = Vec::new();
+    while let Some(l) = i.line().await {
+        lines.push(l);
+    }
+    assert!(has(&lines, "* BYE"), "{lines:?}");
+}

@@ -97,7 +97,13 @@ pub struct Framer {
     /// Start of the current line within the current message.
     line_start: usize,
     in_literal: bool,
+    /// Bytes fed and bytes consumed by fragments: equal means nothing is buffered unparsed.
+    fed: u64,
+    consumed: u64,
 }
+
+/// After a message this large, the framer's buffers are released if nothing else is pending.
+const SHRINK_AFTER: usize = 256 * 1024;
 
 impl Framer {
     pub fn new(limits: Limits) -> Framer {
@@ -106,12 +112,23 @@ impl Framer {
             limits,
             line_start: 0,
             in_literal: false,
+            fed: 0,
+            consumed: 0,
         }
     }
 
     /// Append bytes received from the client.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.frag.enqueue_bytes(bytes);
+        self.fed += bytes.len() as u64;
+    }
+
+    /// Give back the memory of a large message (an APPEND) once it is decoded, if no further
+    /// input is buffered: the fragmentizer keeps its buffers' capacity otherwise.
+    fn shrink_if_idle(&mut self) {
+        if self.frag.message_bytes().len() >= SHRINK_AFTER && self.fed == self.consumed {
+            *self = Framer::new(self.limits);
+        }
     }
 
     /// Forget everything received so far (after STARTTLS: no plaintext may survive the upgrade).
@@ -136,7 +153,11 @@ impl Framer {
     /// The next event, or `None` if more input is needed.
     pub fn next(&mut self, expect: Expect) -> Option<Event> {
         loop {
-            let Some(info) = self.frag.progress() else {
+            let progressed = self.frag.progress();
+            if let Some(info) = progressed {
+                self.consumed += info.range().len() as u64;
+            }
+            let Some(info) = progressed else {
                 let partial = self
                     .frag
                     .message_bytes()
@@ -177,7 +198,9 @@ impl Framer {
                     }
                     let Some(ann) = announcement else {
                         self.reset_message_state();
-                        return Some(self.decode(expect));
+                        let ev = self.decode(expect);
+                        self.shrink_if_idle();
+                        return Some(ev);
                     };
                     self.in_literal = true;
                     let append = expect == Expect::Command

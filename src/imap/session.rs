@@ -91,7 +91,7 @@ pub async fn run(ctx: Arc<Ctx>, conn: Conn) {
         conn: Some(conn),
         framer: Framer::new(limits),
         out: Vec::with_capacity(4096),
-        rbuf: vec![0; 64 * 1024],
+        rbuf: vec![0; 16 * 1024],
         addr: None,
         rx: None,
         sel: None,
@@ -169,6 +169,10 @@ impl Session {
         };
         let res = tokio::time::timeout(WRITE_TIMEOUT, fut).await;
         self.out.clear();
+        if self.out.capacity() > 4 * FLUSH_AT {
+            // A large FETCH passed through: do not keep its buffer for the connection's life.
+            self.out = Vec::with_capacity(4096);
+        }
         match res {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Close("write error")),
@@ -626,6 +630,11 @@ impl Session {
                 return Ok(());
             }
         };
+        if snap.uidvalidity != validity {
+            // The mailbox was deleted and created again: the client's UIDs mean nothing now.
+            self.send(&codec::bye(None, r::BYE_UIDVALIDITY));
+            return Err(Close("selected mailbox replaced"));
+        }
         let condstore = self.condstore;
         let updates = match self.sel.as_mut() {
             Some(v) => v.sync(&snap, allow_expunge, condstore),

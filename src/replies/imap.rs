@@ -48,6 +48,7 @@ pub const BYE_TOO_MANY_ERRORS: &str = "Too many invalid commands";
 pub const BYE_TOO_MANY_AUTH_FAILURES: &str = "Too many authentication failures";
 pub const BYE_LINE_TOO_LONG: &str = "Command line too long";
 pub const BYE_LITERAL_TOO_BIG: &str = "Literal too big";
+pub const BYE_UIDVALIDITY: &str = "Selected mailbox was replaced, UIDVALIDITY changed";
 pub const LITERAL_READY: &str = "Ready";
 pub const IDLING: &str = "idling";
 pub const STILL_HERE: &str = "Still here";

@@ -83,6 +83,34 @@ fn sync_literal_needs_continuation_then_decodes() {
 }
 
 #[test]
+fn large_messages_then_pipelined_commands() {
+    let limits = Limits {
+        max_line: 1000,
+        max_message: 1 << 20,
+    };
+    let body = vec![b'x'; 300 * 1024];
+    // Alone: the framer resets its buffers afterwards and keeps working.
+    let mut f = Framer::new(limits);
+    f.feed(format!("A1 APPEND INBOX {{{}+}}\r\n", body.len()).as_bytes());
+    f.feed(&body);
+    f.feed(b"\r\n");
+    assert!(matches!(f.next(Expect::Command), Some(Event::Command(_))));
+    assert!(!f.has_partial());
+    f.feed(b"A2 NOOP\r\n");
+    assert!(matches!(f.next(Expect::Command), Some(Event::Command(_))));
+    // With a pipelined command behind it, nothing is lost.
+    let mut f = Framer::new(limits);
+    f.feed(format!("A1 APPEND INBOX {{{}+}}\r\n", body.len()).as_bytes());
+    f.feed(&body);
+    f.feed(b"\r\nA2 NOOP\r\n");
+    assert!(matches!(f.next(Expect::Command), Some(Event::Command(_))));
+    let Some(Event::Command(c)) = f.next(Expect::Command) else {
+        panic!("pipelined command lost")
+    };
+    assert_eq!(c.tag.as_ref(), "A2");
+}
+
+#[test]
 fn oversized_sync_literal_is_refused_and_skipped() {
     let mut f = Framer::new(LIMITS);
     f.feed(b"A1 APPEND INBOX {20000}\r\nA2 NOOP\r\n");
