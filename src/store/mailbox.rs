@@ -155,7 +155,9 @@ impl Store {
         for kv in self.inner.messages.scan_prefix(rec.id.to_be_bytes()) {
             let (k, v) = kv?;
             let m = decode_msg(codec::uid_of_key(&k), &v)?;
-            let left = (&self.inner.blobrefs)
+            let left = self
+                .inner
+                .blobrefs
                 .transaction(|b| bump_ref(b, m.blob, -1))
                 .map_err(tx_err)?;
             if left <= 0 {
