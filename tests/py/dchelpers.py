@@ -192,8 +192,15 @@ class AccountFactory:
         self.smtp_port = smtp_port
         self.count = 0
         self._logs = []
+        self.accounts: list[TAccount] = []
+
+    def drain_all(self):
+        """Move every queued event into the per-account logs (so that the logs are complete)."""
+        for ac in self.accounts:
+            ac.drain()
 
     def close(self):
+        self.drain_all()
         for f in self._logs:
             f.close()
 
@@ -205,6 +212,7 @@ class AccountFactory:
         log = open(self.logdir / f"events-{base.id}-{name}.log", "a", encoding="utf-8")
         self._logs.append(log)
         ac = TAccount(base.manager, base.id, name=name, logfile=log)
+        self.accounts.append(ac)
         # Keep everything that could reach beyond loopback off (see client-contract §4.5, §4.6).
         ac.set_config("proxy_enabled", "0")
         ac.set_config("autorelay", "0")
