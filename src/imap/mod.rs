@@ -11,6 +11,7 @@ pub mod codec;
 mod fetch;
 mod folders;
 mod idle;
+mod login;
 mod message;
 mod meta;
 mod search;

@@ -1,26 +1,22 @@
-//! One IMAP connection: socket I/O with timeouts, rate limiting and error counting, the protocol
-//! state (not authenticated → authenticated → selected), login (LOGIN, AUTHENTICATE PLAIN),
-//! STARTTLS, and dispatch of decoded commands to the handlers in the sibling modules.
+//! One IMAP connection: socket I/O with timeouts, rate limiting and error counting, the TLS
+//! upgrade, the protocol state (not authenticated → authenticated → selected), and dispatch of
+//! decoded commands to the handlers in the sibling modules.
 //!
 //! Owns: the connection and its limits, the session state, when updates may be sent (RFC 3501
 //! §7.4.1). Must not know: framing and wire syntax (the codec), sled, message parsing.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_types::command::{Command, CommandBody};
 use imap_types::core::{IString, NString, Tag};
 use imap_types::extensions::enable::CapabilityEnable;
 use imap_types::response::{Code, Data};
-use imap_types::secret::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::codec::{self, Event, Expect, Framer, Limits};
 use super::view::View;
-use crate::auth::AuthError;
 use crate::net::Conn;
 use crate::replies::imap as r;
 use crate::store::{Snapshot, Store, StoreError};
@@ -28,16 +24,10 @@ use crate::Ctx;
 
 /// Without a command for this long (outside IDLE) the client is logged out.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// Time for the client to answer an AUTHENTICATE continuation.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// A write that does not complete in this time means the client is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Syntax errors tolerated before the connection is closed.
 const MAX_BAD_COMMANDS: u32 = 20;
-/// Failed logins tolerated per connection.
-const MAX_AUTH_FAILURES: u32 = 3;
-/// Delay before answering a failed login.
-const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(1000);
 /// Output is flushed once this much is buffered.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -120,7 +110,7 @@ pub async fn run(ctx: Arc<Ctx>, conn: Conn) {
 }
 
 impl Session {
-    fn is_tls(&self) -> bool {
+    pub fn is_tls(&self) -> bool {
         self.conn.as_ref().is_some_and(|c| c.is_tls())
     }
 
@@ -647,13 +637,8 @@ impl Session {
         Ok(())
     }
 
-    // ---- not authenticated ----
-
-    async fn cmd_starttls(&mut self, tag: &Tag<'static>) -> Done {
-        if self.is_tls() {
-            return Ok(codec::bad(Some(tag), None, r::ALREADY_TLS));
-        }
-        self.send(&codec::ok(tag, None, r::STARTTLS_BEGIN));
+    /// STARTTLS after the tagged OK: drop buffered plaintext, then handshake.
+    pub async fn upgrade_tls(&mut self) -> Result<(), Close> {
         self.flush().await?;
         // Anything the client pipelined after STARTTLS is plaintext injection: drop it.
         self.framer.discard();
@@ -663,133 +648,9 @@ impl Session {
         match conn.starttls(self.ctx.tls.client.clone()).await {
             Ok(c) => {
                 self.conn = Some(c);
-                Ok(Vec::new())
+                Ok(())
             }
             Err(_) => Err(Close("STARTTLS handshake failed")),
         }
-    }
-
-    fn login_precheck(&self, tag: &Tag<'_>) -> Option<Vec<u8>> {
-        if self.addr.is_some() {
-            return Some(codec::bad(Some(tag), None, r::WRONG_STATE));
-        }
-        if !self.is_tls() {
-            return Some(codec::no(
-                tag,
-                Some(codec::code_atom(r::CODE_PRIVACYREQUIRED)),
-                r::PRIVACY_REQUIRED,
-            ));
-        }
-        None
-    }
-
-    async fn cmd_login(&mut self, tag: &Tag<'static>, user: &[u8], pass: &[u8]) -> Done {
-        if let Some(refusal) = self.login_precheck(tag) {
-            return Ok(refusal);
-        }
-        let (Ok(user), Ok(pass)) = (std::str::from_utf8(user), std::str::from_utf8(pass)) else {
-            return self.login_failed(tag).await;
-        };
-        self.login(tag, user, pass).await
-    }
-
-    async fn cmd_authenticate(
-        &mut self,
-        tag: &Tag<'static>,
-        mechanism: AuthMechanism<'static>,
-        initial: Option<Secret<Cow<'static, [u8]>>>,
-    ) -> Done {
-        if let Some(refusal) = self.login_precheck(tag) {
-            return Ok(refusal);
-        }
-        if mechanism != AuthMechanism::Plain {
-            return Ok(codec::no(
-                tag,
-                Some(codec::code_atom(r::CODE_CANNOT)),
-                r::AUTH_MECHANISM,
-            ));
-        }
-        let data: Vec<u8> = match initial {
-            Some(d) => d.declassify().to_vec(),
-            None => {
-                self.send(&codec::continuation_empty());
-                match self.next_event(Expect::AuthData, AUTH_TIMEOUT).await? {
-                    Event::AuthData(AuthenticateData::Continue(d)) => d.declassify().to_vec(),
-                    Event::AuthData(AuthenticateData::Cancel) => {
-                        return Ok(codec::bad(Some(tag), None, r::AUTH_CANCELLED))
-                    }
-                    Event::Fatal { .. } => {
-                        self.send(&codec::bye(None, r::BYE_LINE_TOO_LONG));
-                        return Err(Close("limit exceeded"));
-                    }
-                    _ => return Ok(codec::bad(Some(tag), None, r::AUTH_INVALID)),
-                }
-            }
-        };
-        // PLAIN: authzid NUL authcid NUL passwd (RFC 4616).
-        let mut parts = data.split(|&b| b == 0);
-        let (Some(authz), Some(authc), Some(pass), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Ok(codec::bad(Some(tag), None, r::AUTH_INVALID));
-        };
-        let (Ok(authz), Ok(authc), Ok(pass)) = (
-            std::str::from_utf8(authz),
-            std::str::from_utf8(authc),
-            std::str::from_utf8(pass),
-        ) else {
-            return self.login_failed(tag).await;
-        };
-        if !authz.is_empty() && !authz.eq_ignore_ascii_case(authc) {
-            return self.login_failed(tag).await;
-        }
-        let (authc, pass) = (authc.to_string(), pass.to_string());
-        self.login(tag, &authc, &pass).await
-    }
-
-    async fn login(&mut self, tag: &Tag<'static>, user: &str, pass: &str) -> Done {
-        match self.ctx.auth.login(user, pass).await {
-            Ok(addr) => {
-                let day = crate::store::now_unix() / 86400 * 86400;
-                let a = addr.clone();
-                if let Err(e) = self.store(move |s| s.record_login_day(&a, day)).await {
-                    tracing::warn!(service = "imap", "cannot record login day: {e}");
-                }
-                self.rx = Some(self.ctx.store.subscribe(&addr));
-                self.addr = Some(addr);
-                let caps = self.caps();
-                Ok(codec::ok(tag, codec::capability_code(&caps), r::LOGGED_IN))
-            }
-            Err(AuthError::Failed) => self.login_failed(tag).await,
-            Err(AuthError::CreationRefused(_)) => Ok(codec::no(
-                tag,
-                Some(codec::code_atom(r::CODE_UNAVAILABLE)),
-                r::CREATION_REFUSED,
-            )),
-            Err(e) => {
-                tracing::warn!(service = "imap", "login error: {e}");
-                Ok(codec::no(
-                    tag,
-                    Some(codec::code_atom(r::CODE_UNAVAILABLE)),
-                    r::TEMP_FAILURE,
-                ))
-            }
-        }
-    }
-
-    async fn login_failed(&mut self, tag: &Tag<'static>) -> Done {
-        self.stats.auth_failures += 1;
-        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-        let no = codec::no(
-            tag,
-            Some(codec::code_atom(r::CODE_AUTHENTICATIONFAILED)),
-            r::AUTH_FAILED,
-        );
-        if self.stats.auth_failures >= MAX_AUTH_FAILURES {
-            self.send(&no);
-            self.send(&codec::bye(None, r::BYE_TOO_MANY_AUTH_FAILURES));
-            return Err(Close("too many authentication failures"));
-        }
-        Ok(no)
     }
 }
