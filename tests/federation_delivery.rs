@@ -2,7 +2,6 @@
 //! a test DNS server: `/mxdeliv`, SMTP fallback, deferral and restart, bounces.
 
 #[path = "policy_corpus.rs"]
-#[allow(dead_code)]
 mod corpus;
 #[path = "common/fed.rs"]
 mod fed;

@@ -15,6 +15,18 @@ use tokio_rustls::TlsConnector;
 
 use super::{tlsconf, Delivery, Target};
 
+/// The TCP connection could not be made (the next address may work).
+#[derive(Debug)]
+pub struct ConnectFailed(pub String);
+
+impl std::fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectFailed {}
+
 /// Whole-request timeout (§9.5: 60 s read/write).
 const TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -45,8 +57,13 @@ async fn post_inner(
     let sa = SocketAddr::new(ip, d.https_port);
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sa))
         .await
-        .map_err(|_| anyhow!("HTTPS connect to {} timed out", t.host))?
-        .map_err(|e| anyhow!("HTTPS connect to {}: {e}", t.host))?;
+        .map_err(|_| {
+            anyhow!(ConnectFailed(format!(
+                "HTTPS connect to {} timed out",
+                t.host
+            )))
+        })?
+        .map_err(|e| anyhow!(ConnectFailed(format!("HTTPS connect to {}: {e}", t.host))))?;
     let _ = tcp.set_nodelay(true);
     let cfg = if t.verify {
         d.tls.https_verified.clone()

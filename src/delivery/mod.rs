@@ -149,8 +149,11 @@ impl Delivery {
                                 "delivery attempt failed: {}",
                                 redact(&e.to_string())
                             );
-                            // A rejection or a connection failure: either way try SMTP.
-                            break;
+                            // Another address may connect; a rejection or TLS failure ends
+                            // HTTPS for this host. Either way SMTP is tried next.
+                            if e.downcast_ref::<https::ConnectFailed>().is_none() {
+                                break;
+                            }
                         }
                     }
                 }
