@@ -204,3 +204,43 @@ async fn ten_concurrent_first_logins_all_succeed() {
     }
     assert!(relay.ctx.store.account(&a).unwrap().is_some());
 }
+
+/// Delta Chat takes the first FETCH response carrying a UID as the answer: a flag change made by
+/// another session must not be announced before the FETCH's own response with the body.
+#[tokio::test]
+async fn flag_update_never_precedes_the_fetch_body() {
+    let relay = TestRelay::start().await;
+    let a = addr("flagorder");
+    let mut dev1 = Imap::login(&relay, &a).await;
+    let mut dev2 = Imap::login(&relay, &a).await;
+    dev1.cmd("SELECT INBOX").await;
+    dev2.cmd("SELECT INBOX").await;
+    deliver(&relay, &a, 1);
+    deliver(&relay, &a, 2);
+    dev1.cmd("NOOP").await;
+    dev2.cmd("NOOP").await;
+    dev1.cmd("UID STORE 1:2 +FLAGS (\\Seen)").await;
+    // FLAGS asked for: the change is reported inside the FETCH response itself.
+    let r = dev2.cmd("UID FETCH 1 (FLAGS BODY.PEEK[])").await;
+    assert!(
+        r[0].starts_with("* 1 FETCH (UID 1 FLAGS (\\Seen) BODY[] {"),
+        "{r:?}"
+    );
+    let fetches: Vec<&String> = r.iter().filter(|l| l.contains(" FETCH ")).collect();
+    assert!(
+        fetches
+            .iter()
+            .any(|l| l.starts_with("* 2 FETCH (UID 2 FLAGS (\\Seen))")),
+        "{r:?}"
+    );
+    // FLAGS not asked for: the update follows the body.
+    dev1.cmd("UID STORE 2 +FLAGS (\\Flagged)").await;
+    let r = dev2.cmd("UID FETCH 2 (BODY.PEEK[])").await;
+    assert!(r[0].starts_with("* 2 FETCH (UID 2 BODY[] {"), "{r:?}");
+    let n = r.len();
+    assert_eq!(
+        r[n - 2],
+        "* 2 FETCH (UID 2 FLAGS (\\Seen \\Flagged))",
+        "{r:?}"
+    );
+}

@@ -85,10 +85,17 @@ impl Session {
             )
         });
 
-        let Some(view) = self.sel.as_ref() else {
+        let Some(view) = self.sel.as_mut() else {
             return Ok(codec::bad(Some(tag), None, r::WRONG_STATE));
         };
         let mut idx = view.resolve(&set, uid);
+        if names.contains(&N::Flags) {
+            // Flag changes held back before this FETCH are reported in its own responses.
+            for &i in &idx {
+                let uid = view.msgs[i].uid;
+                view.take_pending(uid);
+            }
+        }
         if let Some(cs) = changed_since {
             idx.retain(|&i| view.msgs[i].modseq > cs);
         }
@@ -101,7 +108,8 @@ impl Session {
                 .map(|m| m.uid)
                 .collect();
             if !unseen.is_empty() {
-                let (addr, name) = (self.user(), view.name.clone());
+                let name = view.name.clone();
+                let addr = self.user();
                 let res = self
                     .store(move |s| {
                         s.store_flags(&addr, &name, &unseen, FlagOp::Add, Flags::SEEN, None)

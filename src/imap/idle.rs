@@ -9,6 +9,7 @@ use imap_types::core::Tag;
 
 use super::codec::{self, Event, Expect};
 use super::session::{Close, Done, Session, Wake};
+use super::view::Mode;
 use crate::replies::imap as r;
 
 /// Keepalive interval (Dovecot's `imap_idle_notify_interval`); clients give up after 5 min.
@@ -18,7 +19,7 @@ impl Session {
     pub(super) async fn cmd_idle(&mut self, tag: &Tag<'static>) -> Done {
         self.send(&codec::continuation(r::IDLING));
         // Changes that happened before IDLE are announced right away.
-        self.sync_changes(true).await?;
+        self.sync_changes(Mode::ALL).await?;
         self.flush().await?;
         let mut keepalive = Instant::now() + KEEPALIVE;
         loop {
@@ -38,7 +39,7 @@ impl Session {
             }
             match self.wait_idle(keepalive).await? {
                 Wake::Input => {}
-                Wake::Changed => self.force_sync(true).await?,
+                Wake::Changed => self.force_sync(Mode::ALL).await?,
                 Wake::Timer => {
                     self.send(&codec::untagged_ok(None, r::STILL_HERE));
                     keepalive = Instant::now() + KEEPALIVE;

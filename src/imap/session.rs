@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::codec::{self, Event, Expect, Framer, Limits};
-use super::view::View;
+use super::view::{Mode, View};
 use crate::net::Conn;
 use crate::replies::imap as r;
 use crate::store::{Snapshot, Store, StoreError};
@@ -354,21 +354,31 @@ impl Session {
         }
     }
 
-    /// May EXPUNGE responses be sent around this command? Not for FETCH, STORE, SEARCH (and
-    /// COPY) by sequence number, whose numbering must stay stable.
-    fn expunge_allowed(body: &CommandBody<'_>) -> bool {
-        match body {
+    /// What may be announced before and after this command. No EXPUNGE around FETCH, STORE,
+    /// SEARCH (and COPY) by sequence number, whose numbering must stay stable; no flag update
+    /// before a FETCH's own responses.
+    fn sync_modes(body: &CommandBody<'_>) -> (Mode, Mode) {
+        let allow_expunge = match body {
             CommandBody::Fetch { uid, .. }
             | CommandBody::Store { uid, .. }
             | CommandBody::Search { uid, .. }
             | CommandBody::Copy { uid, .. } => *uid,
             _ => true,
-        }
+        };
+        let after = Mode {
+            allow_expunge,
+            defer_flags: false,
+        };
+        let before = Mode {
+            defer_flags: matches!(body, CommandBody::Fetch { .. }),
+            ..after
+        };
+        (before, after)
     }
 
     async fn dispatch(&mut self, cmd: Command<'static>) -> Result<(), Close> {
         let Command { tag, body } = cmd;
-        let allow_expunge = Self::expunge_allowed(&body);
+        let (before, after) = Self::sync_modes(&body);
         let selected_cmd = matches!(
             body,
             CommandBody::Check
@@ -410,11 +420,11 @@ impl Session {
                 | CommandBody::Idle
         );
         if keeps_selection {
-            self.sync_changes(allow_expunge).await?;
+            self.sync_changes(before).await?;
         }
         let done = self.execute(&tag, body).await?;
         if keeps_selection {
-            self.sync_changes(allow_expunge).await?;
+            self.sync_changes(after).await?;
         }
         self.send(&done);
         Ok(())
@@ -585,19 +595,31 @@ impl Session {
     }
 
     /// Send pending EXPUNGE/EXISTS/FETCH updates for the selected mailbox, if anything changed.
-    pub async fn sync_changes(&mut self, allow_expunge: bool) -> Result<(), Close> {
+    pub async fn sync_changes(&mut self, mode: Mode) -> Result<(), Close> {
         let Some(view) = self.sel.as_ref() else {
             return Ok(());
         };
-        let pending = allow_expunge && view.expunge_pending;
-        if !self.changed() && !pending {
-            return Ok(());
+        let expunges = mode.allow_expunge && view.expunge_pending;
+        let flags = !mode.defer_flags && !view.pending_flags.is_empty();
+        if self.changed() || expunges {
+            return self.force_sync(mode).await;
         }
-        self.force_sync(allow_expunge).await
+        if flags {
+            let condstore = self.condstore;
+            let updates = match self.sel.as_mut() {
+                Some(v) => v.flush_pending(condstore),
+                None => Vec::new(),
+            };
+            for d in updates {
+                let bytes = codec::encode_data(d);
+                self.emit(&bytes).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Take a fresh snapshot and announce the differences to the view.
-    pub async fn force_sync(&mut self, allow_expunge: bool) -> Result<(), Close> {
+    pub async fn force_sync(&mut self, mode: Mode) -> Result<(), Close> {
         let Some(view) = self.sel.as_ref() else {
             return Ok(());
         };
@@ -627,7 +649,7 @@ impl Session {
         }
         let condstore = self.condstore;
         let updates = match self.sel.as_mut() {
-            Some(v) => v.sync(&snap, allow_expunge, condstore),
+            Some(v) => v.sync(&snap, mode, condstore),
             None => Vec::new(),
         };
         for d in updates {

@@ -24,6 +24,25 @@ pub struct View {
     pub msgs: Vec<MsgInfo>,
     /// The store has expunged messages we could not announce yet (RFC 3501 §7.4.1).
     pub expunge_pending: bool,
+    /// Newer flag states of messages in `msgs` that were not announced yet (see [`Mode`]).
+    pub pending_flags: Vec<MsgInfo>,
+}
+
+/// What a sync may announce.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    /// EXPUNGE responses are allowed (not during FETCH/STORE/SEARCH by sequence number).
+    pub allow_expunge: bool,
+    /// Keep flag changes back (before a FETCH): Delta Chat takes the *first* FETCH response
+    /// carrying a UID as the answer, so a flag update must not precede the one with the body.
+    pub defer_flags: bool,
+}
+
+impl Mode {
+    pub const ALL: Mode = Mode {
+        allow_expunge: true,
+        defer_flags: false,
+    };
 }
 
 impl View {
@@ -35,6 +54,7 @@ impl View {
             highestmodseq: snap.highestmodseq,
             msgs: snap.messages,
             expunge_pending: false,
+            pending_flags: Vec::new(),
         }
     }
 
@@ -94,6 +114,7 @@ impl View {
 
     /// Record a change the session made itself (so that the next sync does not repeat it).
     pub fn update(&mut self, m: &MsgInfo) {
+        self.pending_flags.retain(|p| p.uid != m.uid);
         if let Some(i) = self.index_of(m.uid) {
             self.msgs[i].flags = m.flags;
             self.msgs[i].modseq = m.modseq;
@@ -104,6 +125,7 @@ impl View {
     /// Remove UIDs the session expunged itself; returns their sequence numbers, highest first,
     /// as they must be announced.
     pub fn remove_uids(&mut self, uids: &[u32]) -> Vec<u32> {
+        self.pending_flags.retain(|p| !uids.contains(&p.uid));
         let mut idx: Vec<usize> = uids.iter().filter_map(|u| self.index_of(*u)).collect();
         idx.sort_unstable();
         idx.dedup();
@@ -115,15 +137,32 @@ impl View {
         seqs
     }
 
+    /// Apply a deferred flag change of `uid` (the caller is about to report its flags).
+    pub fn take_pending(&mut self, uid: u32) {
+        if let Some(p) = self.pending_flags.iter().position(|p| p.uid == uid) {
+            let m = self.pending_flags.swap_remove(p);
+            self.update(&m);
+        }
+    }
+
+    /// Announce all deferred flag changes.
+    pub fn flush_pending(&mut self, condstore: bool) -> Vec<Data<'static>> {
+        let pending = std::mem::take(&mut self.pending_flags);
+        let mut out = Vec::new();
+        for m in pending {
+            if let Some(i) = self.index_of(m.uid) {
+                self.msgs[i].flags = m.flags;
+                self.msgs[i].modseq = m.modseq;
+                out.push(flags_fetch(i + 1, &self.msgs[i], true, condstore));
+            }
+        }
+        out
+    }
+
     /// Bring the view up to date with `snap` and return the untagged responses announcing the
-    /// difference: EXPUNGEs (descending, only if `allow_expunge`), FETCH FLAGS for changed
-    /// flags, then EXISTS if messages arrived.
-    pub fn sync(
-        &mut self,
-        snap: &Snapshot,
-        allow_expunge: bool,
-        condstore: bool,
-    ) -> Vec<Data<'static>> {
+    /// difference: EXPUNGEs (descending, if allowed), FETCH FLAGS for changed flags (unless
+    /// deferred), then EXISTS if messages arrived.
+    pub fn sync(&mut self, snap: &Snapshot, mode: Mode, condstore: bool) -> Vec<Data<'static>> {
         let mut out = Vec::new();
         // Expunges: messages in the view that the snapshot lacks.
         let gone: Vec<usize> = self
@@ -137,9 +176,10 @@ impl View {
             })
             .map(|(i, _)| i)
             .collect();
-        if allow_expunge {
+        if mode.allow_expunge {
             for &i in gone.iter().rev() {
-                self.msgs.remove(i);
+                let m = self.msgs.remove(i);
+                self.pending_flags.retain(|p| p.uid != m.uid);
                 if let Some(seq) = NonZeroU32::new(i as u32 + 1) {
                     out.push(Data::Expunge(seq));
                 }
@@ -148,13 +188,18 @@ impl View {
         } else {
             self.expunge_pending = !gone.is_empty();
         }
-        // Flag changes.
+        // Flag changes. The snapshot supersedes earlier deferred states.
+        self.pending_flags.clear();
         for (i, m) in self.msgs.iter_mut().enumerate() {
             let Ok(j) = snap.messages.binary_search_by_key(&m.uid, |s| s.uid) else {
                 continue;
             };
             let s = &snap.messages[j];
             if s.flags != m.flags || (condstore && s.modseq != m.modseq) {
+                if mode.defer_flags {
+                    self.pending_flags.push(*s);
+                    continue;
+                }
                 m.flags = s.flags;
                 m.modseq = s.modseq;
                 out.push(flags_fetch(i + 1, m, true, condstore));
@@ -286,7 +331,7 @@ mod tests {
         let mut v = View::new(snap(&[1, 2, 3, 4]), false);
         let mut s = snap(&[1, 3, 5]);
         s.messages[1].flags = Flags::SEEN;
-        let out = v.sync(&s, true, false);
+        let out = v.sync(&s, Mode::ALL, false);
         // 4 and 2 expunged (descending), 3 is now seq 2 with \Seen, EXISTS 3.
         assert!(matches!(out[0], Data::Expunge(n) if n.get() == 4));
         assert!(matches!(out[1], Data::Expunge(n) if n.get() == 2));
@@ -298,12 +343,37 @@ mod tests {
     #[test]
     fn sync_defers_expunges_when_not_allowed() {
         let mut v = View::new(snap(&[1, 2]), false);
-        let out = v.sync(&snap(&[2, 3]), false, false);
+        let seq_fetch = Mode {
+            allow_expunge: false,
+            defer_flags: false,
+        };
+        let out = v.sync(&snap(&[2, 3]), seq_fetch, false);
         assert!(matches!(out[..], [Data::Exists(3)]));
         assert!(v.expunge_pending);
-        let out = v.sync(&snap(&[2, 3]), true, false);
+        let out = v.sync(&snap(&[2, 3]), Mode::ALL, false);
         assert!(matches!(out[..], [Data::Expunge(n)] if n.get() == 1));
         assert!(!v.expunge_pending);
+    }
+
+    #[test]
+    fn deferred_flags_are_applied_or_flushed_later() {
+        let mut v = View::new(snap(&[1, 2]), false);
+        let mut s = snap(&[1, 2]);
+        s.messages[0].flags = Flags::SEEN;
+        s.messages[1].flags = Flags::DELETED;
+        let before_fetch = Mode {
+            allow_expunge: true,
+            defer_flags: true,
+        };
+        assert!(v.sync(&s, before_fetch, false).is_empty());
+        assert_eq!(v.msgs[0].flags, Flags::empty());
+        // The FETCH reports message 1 itself ...
+        v.take_pending(1);
+        assert_eq!(v.msgs[0].flags, Flags::SEEN);
+        // ... and message 2's change is announced afterwards.
+        let out = v.flush_pending(false);
+        assert!(matches!(&out[..], [Data::Fetch { seq, .. }] if seq.get() == 2));
+        assert!(v.flush_pending(false).is_empty());
     }
 
     #[test]
