@@ -217,6 +217,31 @@ async fn verifier_api_for_port_25() {
         e.reply(),
         "500 Invalid FROM domain literal: 127.0.1.7 does not match origin IP 127.0.1.8"
     );
+    // The shared inbound decision that port 25 calls: policy, then origin check.
+    let bob = b.user("bob");
+    let rcpts = vec![bob.clone()];
+    let ok = chatmail_box::delivery::inbound::check(
+        &b.ctx,
+        "x@[127.0.1.7]",
+        &rcpts,
+        &lit,
+        Some("127.0.1.7".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    chatmail_box::delivery::inbound::deliver(&b.ctx, "x@[127.0.1.7]", &rcpts, ok, &lit)
+        .await
+        .unwrap();
+    assert_eq!(b.inbox(&bob).len(), 1);
+    let err = chatmail_box::delivery::inbound::check(&b.ctx, &alice, &rcpts, &msg, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, NO_SIGNATURE);
+    let plain = sign(a, &corpus::plain(&alice));
+    let err = chatmail_box::delivery::inbound::check(&b.ctx, &alice, &rcpts, &plain, None)
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("523 "), "{err}");
     // The key record was cached; a failing signature with that key drops the entry.
     assert!(v.cached_keys() >= 1);
     let mut broken = signed.clone();

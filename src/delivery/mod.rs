@@ -9,10 +9,13 @@
 //! API), inbound sessions, IMAP.
 //!
 //! Entry points: [`spawn`] starts the runner (from `serve`); `Store::accept_message` queues
-//! mail (the SMTP submission session calls it for remote recipients).
+//! mail (the SMTP submission session calls it for remote recipients); [`inbound::check`] and
+//! [`inbound::deliver`] are the inbound decision and delivery shared by port 25 and
+//! `/mxdeliv`.
 
 mod bounce;
 mod https;
+pub mod inbound;
 mod resolve;
 mod runner;
 mod smtp;

@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::policy::{Envelope, Verdict};
 use crate::Ctx;
 
 pub const METHOD_NOT_ALLOWED: &str = "Method Not Allowed";
@@ -21,7 +20,6 @@ pub const OK: &str = "250 OK";
 pub const NO_RECIPIENTS: &str = "554 5.5.1 Error: no valid recipients";
 pub const RELAY_DENIED: &str = "554 5.7.1 Relay access denied";
 pub const BAD_SENDER: &str = "501 5.1.7 Bad sender address syntax";
-pub const LOCAL_ERROR: &str = "451 4.3.0 Local error in processing";
 
 fn reply(status: StatusCode, line: impl Into<String>) -> Response {
     (
@@ -99,93 +97,20 @@ pub async fn mxdeliv(
         Ok(b) => b,
         Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, TOO_BIG),
     };
-    // Policy (§7 steps 2–5, 7) on a blocking thread: parsing and the packet walk are CPU work.
-    let c = ctx.clone();
-    let (s2, r2, m2) = (sender.clone(), rcpts.clone(), msg.clone());
-    let verdict = tokio::task::spawn_blocking(move || {
-        let env = Envelope {
-            sender: &s2,
-            rcpts: &r2,
-        };
-        let store = c.store.clone();
-        let enforces = move |addr: &str| match store.account(addr) {
-            Ok(Some(a)) => a.enforce_e2ee,
-            // Unknown users bounce later; treat them like new accounts.
-            _ => true,
-        };
-        c.policy.check_inbound(&env, &m2, &enforces)
-    })
-    .await;
-    let accepted = match verdict {
-        Ok(Verdict::Accept(a)) => a,
-        Ok(Verdict::Reject(r)) => {
-            let line = r.line().to_string();
-            let status = if line.starts_with("552") {
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            let line = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                TOO_BIG.to_string()
-            } else {
-                line
-            };
-            return reply(status, line);
+    // Policy and origin check (§7 steps 2–7). No client IP over HTTP: address-literal
+    // senders fail the origin check here and fall back to SMTP.
+    let accepted = match crate::delivery::inbound::check(&ctx, &sender, &rcpts, &msg, None).await {
+        Ok(a) => a,
+        Err(line) if line.starts_with("552") => {
+            return reply(StatusCode::PAYLOAD_TOO_LARGE, TOO_BIG)
         }
-        Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, LOCAL_ERROR),
+        Err(line) if line.starts_with('4') => return reply(StatusCode::SERVICE_UNAVAILABLE, line),
+        Err(line) => return reply(StatusCode::BAD_REQUEST, line),
     };
-    // Origin check (§7 step 6) on the bytes as received. No client IP over HTTP: address
-    // literal senders fail here and fall back to SMTP.
-    if let Err(f) = ctx.dkim.verifier.verify_origin(&msg, None).await {
-        tracing::info!(
-            direction = "incoming",
-            decision = "reject",
-            reason = "dkim",
-            "mxdeliv"
-        );
-        let status = if f.is_permanent() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        return reply(status, f.reply());
-    }
-    let bounce_to = if accepted.null_sender {
-        String::new()
-    } else {
-        sender.clone()
-    };
-    let store = ctx.store.clone();
-    let (r3, message) = (rcpts.clone(), accepted.message);
-    let stored =
-        tokio::task::spawn_blocking(move || store.accept_message(&bounce_to, &r3, &[], &message))
-            .await;
-    let delivery = match stored {
-        Ok(Ok((d, _))) => d,
-        Ok(Err(e)) => {
-            tracing::error!("mxdeliv: storing failed: {e}");
-            return reply(StatusCode::INTERNAL_SERVER_ERROR, LOCAL_ERROR);
-        }
-        Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, LOCAL_ERROR),
-    };
-    tracing::info!(
-        recipients = delivery.delivered.len(),
-        unknown = delivery.missing.len(),
-        "mxdeliv: message delivered"
-    );
-    if !delivery.missing.is_empty() && !accepted.null_sender && !sender.is_empty() {
-        // §10: unknown local users bounce instead of being refused (no address probing).
-        let failed: Vec<(String, String)> = delivery
-            .missing
-            .iter()
-            .map(|a| {
-                let line = format!("550 5.1.1 <{a}>: Recipient address rejected: User unknown");
-                (a.clone(), line)
-            })
-            .collect();
-        if let Err(e) = crate::delivery::send_bounce(&ctx, &sender, &failed, &msg).await {
-            tracing::error!("mxdeliv: bounce for unknown users failed: {e}");
-        }
+    if let Err(line) =
+        crate::delivery::inbound::deliver(&ctx, &sender, &rcpts, accepted, &msg).await
+    {
+        return reply(StatusCode::INTERNAL_SERVER_ERROR, line);
     }
     reply(StatusCode::OK, OK)
 }
