@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 import socket
 
-import pytest
-
 from conftest import DOMAIN
 from dchelpers import random_local, random_password
 from relaytools import unverified_context
@@ -61,8 +59,6 @@ class RawImap:
             pass
 
 
-@pytest.mark.xfail(strict=True, reason="relay sends pending FETCH flag updates before a FETCH command's "
-                                        "own responses (src/imap/session.rs: sync_changes before execute)")
 def test_flag_update_does_not_precede_fetch_body(relay):
     import random
 
