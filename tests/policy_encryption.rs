@@ -272,7 +272,7 @@ fn mime_structure_failures() {
     let msg = pgp_mime_parts(ALICE, &[v.clone(), p.clone(), p.clone()]);
     assert_eq!(check_encrypted(&msg, IN), Err(NotEncrypted::Structure));
     // One part (upstream accepts a lone version part; chatmail-box does not).
-    let msg = pgp_mime_parts(ALICE, &[v.clone()]);
+    let msg = pgp_mime_parts(ALICE, std::slice::from_ref(&v));
     assert_eq!(check_encrypted(&msg, IN), Err(NotEncrypted::Structure));
     // Swapped order.
     let msg = pgp_mime_parts(ALICE, &[p.clone(), v.clone()]);

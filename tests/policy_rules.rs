@@ -293,7 +293,7 @@ fn rate_limit_keys_expire() {
     for i in 0..5000 {
         rl.check(&format!("user{i}@chat.example")).unwrap();
     }
-    assert!(rl.len() > 0);
+    assert!(!rl.is_empty());
     clock.advance(Duration::from_secs(120));
     rl.gc();
     assert_eq!(rl.len(), 0);
