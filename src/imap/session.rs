@@ -99,7 +99,7 @@ pub async fn run(ctx: Arc<Ctx>, conn: Conn) {
     }
     tracing::info!(
         service = "imap",
-        tls = s.is_tls_known(),
+        tls = s.is_tls(),
         authenticated = s.addr.is_some(),
         commands = s.stats.commands,
         bad_commands = s.stats.bad,
@@ -112,10 +112,6 @@ pub async fn run(ctx: Arc<Ctx>, conn: Conn) {
 impl Session {
     pub fn is_tls(&self) -> bool {
         self.conn.as_ref().is_some_and(|c| c.is_tls())
-    }
-
-    fn is_tls_known(&self) -> bool {
-        self.is_tls()
     }
 
     /// Capabilities for the current state.
