@@ -110,8 +110,8 @@ async fn smtp_reply(c: &mut Tls) -> String {
 async fn imap_tagged(c: &mut Tls, tag: &str) {
     loop {
         let l = line(c).await;
-        if l.starts_with(tag) {
-            assert!(l[tag.len()..].trim_start().starts_with("OK"), "{l}");
+        if let Some(rest) = l.strip_prefix(tag) {
+            assert!(rest.trim_start().starts_with("OK"), "{l}");
             return;
         }
     }
@@ -231,7 +231,10 @@ fn start(bin: &str, dir: &std::path::Path) -> Child {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let bin = args.get(1).cloned().unwrap_or("target/release/chatmail-box".into());
+    let bin = args
+        .get(1)
+        .cloned()
+        .unwrap_or("target/release/chatmail-box".into());
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let dir = std::env::temp_dir().join(format!("chatmail-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
@@ -239,7 +242,10 @@ async fn main() {
     let pid = child.id();
     let deadline = Instant::now() + LIMIT;
     for _ in 0..100 {
-        if TcpStream::connect(format!("{HOST}:{P_IMAPS}")).await.is_ok() {
+        if TcpStream::connect(format!("{HOST}:{P_IMAPS}"))
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
