@@ -51,6 +51,31 @@ async fn mxdeliv(
     (status, String::from_utf8_lossy(&text).trim().to_string())
 }
 
+/// The same over HTTP/2 (as upstream relays' clients negotiate it).
+async fn mxdeliv_h2(addr: SocketAddr, to: &str, body: Vec<u8>) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = common::connector(&[b"h2"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post("https://relay/mxdeliv")
+        .header("X-MAIL-TO", to)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&text).trim().to_string())
+}
+
 fn https(r: &FedRelay) -> SocketAddr {
     SocketAddr::new(r.ctx.cfg.listen, r.ctx.cfg.ports.https)
 }
@@ -95,6 +120,20 @@ async fn mxdeliv_status_codes() {
     assert!(text.starts_with("554 5.7.1"), "{text}");
     let (st, text) = mxdeliv(ep, "POST", Some(&alice), &[], good.clone()).await;
     assert_eq!(st, 400, "{text}");
+
+    // HTTP/2: early rejections still answer.
+    let (st, text) = mxdeliv_h2(ep, "x@_one.test", good.clone()).await;
+    assert_eq!(st, 400, "{text}");
+    let mut big = good.clone();
+    big.extend(std::iter::repeat_n(
+        b'x',
+        b.ctx.cfg.max_message_size as usize + 10,
+    ));
+    let (st, text) = mxdeliv_h2(ep, &bob, big).await;
+    assert_eq!(
+        (st, text.as_str()),
+        (413, "552 Message exceeds maximum size")
+    );
 
     // Too big.
     let mut big = good.clone();

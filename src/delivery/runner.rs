@@ -31,6 +31,29 @@ struct Running {
     per_domain: HashMap<String, usize>,
 }
 
+/// One running attempt's place in [`Running`]; released on drop.
+struct Slot {
+    id: u64,
+    domain: String,
+    running: Arc<Mutex<Running>>,
+    done: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.running.lock() {
+            r.ids.remove(&self.id);
+            if let Some(n) = r.per_domain.get_mut(&self.domain) {
+                *n -= 1;
+                if *n == 0 {
+                    r.per_domain.remove(&self.domain);
+                }
+            }
+        }
+        self.done.notify_one();
+    }
+}
+
 /// Start the runner. It runs until the runtime shuts down or the handle is aborted.
 pub fn spawn(ctx: Arc<Ctx>) -> JoinHandle<()> {
     tokio::spawn(run(ctx))
@@ -71,20 +94,17 @@ async fn run(ctx: Arc<Ctx>) {
                 *n += 1;
                 r.ids.insert(item.id);
             }
-            let (ctx, running, done) = (ctx.clone(), running.clone(), done.clone());
+            let slot = Slot {
+                id: item.id,
+                domain: item.domain.clone(),
+                running: running.clone(),
+                done: done.clone(),
+            };
+            let ctx = ctx.clone();
             tokio::spawn(async move {
-                let (id, domain) = (item.id, item.domain.clone());
+                // The slot is released when the attempt ends, even by a panic.
+                let _slot = slot;
                 attempt(&ctx, item).await;
-                if let Ok(mut r) = running.lock() {
-                    r.ids.remove(&id);
-                    if let Some(n) = r.per_domain.get_mut(&domain) {
-                        *n -= 1;
-                        if *n == 0 {
-                            r.per_domain.remove(&domain);
-                        }
-                    }
-                }
-                done.notify_one();
             });
         }
         let wait = Duration::from_secs((next - now).clamp(0, IDLE.as_secs() as i64) as u64);

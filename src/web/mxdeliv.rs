@@ -47,6 +47,39 @@ fn printable(s: &str) -> bool {
         && !s.contains(['<', '>'])
 }
 
+/// Read at most `max` bytes; `None` if the body is larger. The rest of an oversized body is
+/// read and discarded (up to a bound), so the client sees the 413 instead of a reset.
+async fn read_body(body: Body, max: usize) -> Option<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        let frame = if seen > max {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => return None,
+            }
+        } else {
+            body.frame().await
+        };
+        let Some(Ok(frame)) = frame else {
+            break;
+        };
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= max {
+                buf.extend_from_slice(&data);
+            } else if seen > max.saturating_mul(4) {
+                return None;
+            }
+        }
+    }
+    (seen <= max).then(|| buf.freeze())
+}
+
 pub async fn mxdeliv(
     State(ctx): State<Arc<Ctx>>,
     method: Method,
@@ -56,6 +89,12 @@ pub async fn mxdeliv(
     if method != Method::POST {
         return reply(StatusCode::METHOD_NOT_ALLOWED, METHOD_NOT_ALLOWED);
     }
+    // Body first, bounded: an HTTP/2 client gets no answer if the server replies before the
+    // request body was read.
+    let max = ctx.cfg.max_message_size as usize;
+    let Some(msg) = read_body(body, max).await else {
+        return reply(StatusCode::PAYLOAD_TOO_LARGE, TOO_BIG);
+    };
     // Envelope.
     let sender = match header_values(&headers, "x-mail-from") {
         Ok(v) if v.len() > 1 => return reply(StatusCode::BAD_REQUEST, BAD_SENDER),
@@ -91,12 +130,6 @@ pub async fn mxdeliv(
             rcpts.push(r);
         }
     }
-    // Body, bounded.
-    let max = ctx.cfg.max_message_size as usize;
-    let msg = match axum::body::to_bytes(body, max).await {
-        Ok(b) => b,
-        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, TOO_BIG),
-    };
     // Policy and origin check (§7 steps 2–7). No client IP over HTTP: address-literal
     // senders fail the origin check here and fall back to SMTP.
     let accepted = match crate::delivery::inbound::check(&ctx, &sender, &rcpts, &msg, None).await {
