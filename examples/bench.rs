@@ -146,17 +146,15 @@ async fn imap_login(user: &str) -> Tls {
 /// A Delta-Chat-shaped PGP/MIME message of about 3 KB: a PKESK and a SEIPD packet, armored.
 fn message(from: &str, to: &str, n: usize) -> String {
     use base64::Engine;
-    let mut pk = vec![0xc1, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 1, 0x08, 0x00];
-    pk.extend(std::iter::repeat_n(0x5a, 256));
-    pk[1] = (pk.len() - 2) as u8;
-    // SEIPD v1 with a new-format two-octet length: 1 version byte + 2000 bytes of "ciphertext".
+    // PKESK v3 (key id, RSA, one 2048-bit MPI) with a two-octet length.
+    let mut bin = vec![0xc1, 0xc0, 76, 3, 1, 2, 3, 4, 5, 6, 7, 8, 1, 0x08, 0x00];
+    bin.extend(std::iter::repeat_n(0xa5, 256));
+    // SEIPD v1 with a two-octet length: 1 version byte + 2000 bytes of "ciphertext".
     let mut body = vec![1u8];
     body.extend((0..2000u32).map(|i| (i * 31 + n as u32) as u8));
     let len = body.len() - 192;
-    let mut seipd = vec![0xd2, ((len >> 8) + 192) as u8, (len & 0xff) as u8];
-    seipd.extend(body);
-    let mut bin = pk;
-    bin.extend(seipd);
+    bin.extend([0xd2, ((len >> 8) + 192) as u8, (len & 0xff) as u8]);
+    bin.extend(body);
     let b64 = base64::engine::general_purpose::STANDARD.encode(&bin);
     let armored: Vec<&str> = b64
         .as_bytes()

@@ -87,19 +87,62 @@ async fn mx_after_starttls_delivers_locally_and_refuses_relaying() {
         (code, text.trim_end()),
         (554, "554 5.7.1 Relay access denied")
     );
+    // Existence is not checked at RCPT on 25 (no probing); unknown users bounce later.
     let (code, text) = cmd(&mut c, &format!("RCPT TO:<nosuchusr@{DOMAIN}>")).await;
-    assert_eq!(code, 550, "{text}");
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(cmd(&mut c, "RSET").await.0, 250);
+    // Encrypted mail without a DKIM signature from a named domain is refused.
+    let signed_nowhere = common::pgp_message("bob@example.org", &alice, 10, "");
+    assert_eq!(cmd(&mut c, "MAIL FROM:<bob@example.org>").await.0, 250);
+    assert_eq!(cmd(&mut c, &format!("RCPT TO:<{alice}>")).await.0, 250);
+    assert_eq!(cmd(&mut c, "DATA").await.0, 354);
+    c.send_raw(&common::data_of(&signed_nowhere)).await;
+    let (code, text) = c.smtp_reply().await;
+    assert_eq!(
+        (code, text.trim_end()),
+        (554, "554 5.7.1 No DKIM signature found")
+    );
+    // Cleartext to an account created here is refused whatever its origin.
+    assert_eq!(cmd(&mut c, "MAIL FROM:<x@[127.0.0.1]>").await.0, 250);
+    assert_eq!(cmd(&mut c, &format!("RCPT TO:<{alice}>")).await.0, 250);
+    assert_eq!(cmd(&mut c, "DATA").await.0, 354);
+    c.send_raw(b"From: <x@[127.0.0.1]>\r\nSubject: hi\r\n\r\nhello\r\n.\r\n")
+        .await;
+    let (code, text) = c.smtp_reply().await;
+    assert_eq!(code, 523, "{text}");
+    assert!(inbox(&relay, &alice).is_empty());
+    // An IP-literal sender equal to the connecting address needs no DKIM (§7 step 6); the
+    // leading-dot line survives dot-stuffing; Received/DKIM headers are removed.
+    let from = "x@[127.0.0.1]";
+    let msg = format!(
+        "Received: from somewhere\r\n{}",
+        common::pgp_message(from, &alice, 10, ".dot\r\n")
+    );
+    assert_eq!(cmd(&mut c, &format!("MAIL FROM:<{from}>")).await.0, 250);
     let (code, text) = cmd(&mut c, &format!("RCPT TO:<alice0001+x@{DOMAIN}>")).await;
     assert_eq!(code, 250, "{text}");
     assert_eq!(cmd(&mut c, "DATA").await.0, 354);
-    c.send_raw(b"From: <bob@example.org>\r\nSubject: hi\r\n\r\n..dot\r\n.\r\n")
-        .await;
+    c.send_raw(&common::data_of(&msg)).await;
     let (code, text) = c.smtp_reply().await;
     assert_eq!((code, text.trim_end()), (250, "250 2.0.0 OK: queued"));
+    let stored = inbox(&relay, &alice);
     assert_eq!(
-        inbox(&relay, &alice),
-        vec![b"From: <bob@example.org>\r\nSubject: hi\r\n\r\n.dot\r\n".to_vec()]
+        stored,
+        vec![msg
+            .strip_prefix("Received: from somewhere\r\n")
+            .unwrap()
+            .as_bytes()
+            .to_vec()]
     );
+    // A literal that is not the connecting address is refused.
+    let forged = common::pgp_message("x@[192.0.2.7]", &alice, 10, "");
+    assert_eq!(cmd(&mut c, "MAIL FROM:<x@[192.0.2.7]>").await.0, 250);
+    assert_eq!(cmd(&mut c, &format!("RCPT TO:<{alice}>")).await.0, 250);
+    assert_eq!(cmd(&mut c, "DATA").await.0, 354);
+    c.send_raw(&common::data_of(&forged)).await;
+    let (code, text) = c.smtp_reply().await;
+    assert_eq!(code, 500, "{text}");
+    assert!(text.contains("does not match origin IP"), "{text}");
     // A foreign sender on a second transaction works too; relaying still does not.
     assert_eq!(cmd(&mut c, "MAIL FROM:<bob@example.org>").await.0, 250);
     assert_eq!(cmd(&mut c, "RCPT TO:<bob@example.org>").await.0, 554);

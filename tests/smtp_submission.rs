@@ -3,7 +3,7 @@
 mod common;
 
 use chatmail_box::net::Service;
-use common::{b64, LineClient, TestRelay, DOMAIN};
+use common::{b64, data_of, pgp_message, LineClient, TestRelay, DOMAIN};
 
 const PASS: &str = "secret-password-1";
 
@@ -164,9 +164,9 @@ async fn auth_plain_and_login_create_accounts_and_deliver_locally() {
     // (sub-address, upper case). Body with a lone "." line and a leading-dot line.
     let mut a = logged_in(&relay, "alice0001").await;
     assert!(relay.ctx.store.account(&alice).unwrap().is_some());
-    let body =
-        "From: <alice0001@_chat.test>\r\nSubject: [...]\r\n\r\nline 1\r\n.\r\n..x\r\nend\r\n";
-    let stuffed = "From: <alice0001@_chat.test>\r\nSubject: [...]\r\n\r\nline 1\r\n..\r\n...x\r\nend\r\n.\r\n";
+    let body = pgp_message(&alice, &alice, 100, "line 1\r\n.\r\n..x\r\nend\r\n");
+    let stuffed = String::from_utf8(data_of(&body)).unwrap();
+    assert!(stuffed.contains("\r\n..\r\n...x\r\n"));
     let bob_tagged = format!("BOB000001+tag@{}", DOMAIN.to_uppercase());
     let (code, text) = send_message(
         &mut a,
@@ -179,12 +179,16 @@ async fn auth_plain_and_login_create_accounts_and_deliver_locally() {
     assert_eq!(inbox(&relay, &alice), vec![body.as_bytes().to_vec()]);
     assert_eq!(inbox(&relay, &bob), vec![body.as_bytes().to_vec()]);
 
-    // A second message on the same connection; a body that is just "." survives.
-    let (code, _) = send_message(&mut a, &alice, &[&bob], b"..\r\n.\r\n").await;
+    // A second message on the same connection; a cleartext body that is just "." is refused
+    // by the encryption policy and stored nowhere.
+    let (code, text) = send_message(&mut a, &alice, &[&bob], b"..\r\n.\r\n").await;
+    assert_eq!(code, 500, "{text}");
+    let second = pgp_message(&alice, &bob, 50, "");
+    let (code, _) = send_message(&mut a, &alice, &[&bob], &data_of(&second)).await;
     assert_eq!(code, 250);
     let got = inbox(&relay, &bob);
     assert_eq!(got.len(), 2);
-    assert_eq!(got[1], b".\r\n");
+    assert_eq!(got[1], second.as_bytes());
     // The client IP never ends up in stored mail, and no Received header is added.
     for m in got {
         let s = String::from_utf8_lossy(&m).to_string();
@@ -276,9 +280,11 @@ async fn oversize_message_is_552_and_not_delivered() {
     );
     assert!(inbox(&relay, &alice).is_empty());
     // The session goes on and a small message is accepted.
-    let (code, _) = send_message(&mut c, &alice, &[&alice], b"small\r\n.\r\n").await;
-    assert_eq!(code, 250);
-    assert_eq!(inbox(&relay, &alice), vec![b"small\r\n".to_vec()]);
+    let small = pgp_message(&alice, &alice, 10, "");
+    assert!(small.len() < 2048);
+    let (code, text) = send_message(&mut c, &alice, &[&alice], &data_of(&small)).await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(inbox(&relay, &alice), vec![small.into_bytes()]);
 }
 
 #[tokio::test]
@@ -299,8 +305,9 @@ async fn bare_lf_and_long_data_lines_are_rejected() {
     let (code, text) = send_message(&mut c, &alice, &[&alice], &long).await;
     assert_eq!(code, 552, "{text}");
     assert!(inbox(&relay, &alice).is_empty());
-    let (code, _) = send_message(&mut c, &alice, &[&alice], b"ok\r\n.\r\n").await;
-    assert_eq!(code, 250);
+    let ok = pgp_message(&alice, &alice, 10, "");
+    let (code, text) = send_message(&mut c, &alice, &[&alice], &data_of(&ok)).await;
+    assert_eq!(code, 250, "{text}");
     assert_eq!(inbox(&relay, &alice).len(), 1);
 }
 
@@ -345,15 +352,14 @@ async fn pipelined_envelope_gets_replies_in_one_write() {
     assert_eq!(c.smtp_reply().await.0, 250);
     assert_eq!(c.smtp_reply().await.0, 250);
     assert_eq!(c.smtp_reply().await.0, 354);
-    c.send_raw(b"Subject: p\r\n\r\npipelined\r\n.\r\nQUIT\r\n")
-        .await;
+    let msg = pgp_message(&alice, &bob, 20, "");
+    let mut data = data_of(&msg);
+    data.extend_from_slice(b"QUIT\r\n");
+    c.send_raw(&data).await;
     let (code, text) = c.smtp_reply().await;
     assert_eq!(code, 250, "{text}");
     assert_eq!(c.smtp_reply().await.0, 221);
-    assert_eq!(
-        inbox(&relay, &bob),
-        vec![b"Subject: p\r\n\r\npipelined\r\n".to_vec()]
-    );
+    assert_eq!(inbox(&relay, &bob), vec![msg.into_bytes()]);
     assert_eq!(inbox(&relay, &alice).len(), 1);
 }
 
@@ -364,14 +370,6 @@ async fn recipients_remote_unknown_and_limits() {
     let mut c = logged_in(&relay, "alice0001").await;
     let (code, _) = cmd(&mut c, &format!("MAIL FROM:<{alice}>")).await;
     assert_eq!(code, 250);
-    let (code, text) = cmd(&mut c, "RCPT TO:<someone@example.org>").await;
-    assert_eq!(
-        (code, text.trim_end()),
-        (
-            451,
-            "451 4.4.0 Delivery to other domains is not available yet"
-        )
-    );
     let (code, text) = cmd(&mut c, &format!("RCPT TO:<{}>", addr("nosuchusr"))).await;
     assert_eq!(code, 550, "{text}");
     assert!(
@@ -385,6 +383,15 @@ async fn recipients_remote_unknown_and_limits() {
     assert_eq!(code, 503);
     let (code, _) = cmd(&mut c, "RSET").await;
     assert_eq!(code, 250);
+    // Other domains are queued for outbound delivery.
+    let msg = pgp_message(&alice, "someone@example.org", 10, "");
+    let (code, text) = send_message(&mut c, &alice, &["someone@Example.ORG"], &data_of(&msg)).await;
+    assert_eq!(code, 250, "{text}");
+    let items = relay.ctx.store.queue_items().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].domain, "example.org");
+    assert_eq!(items[0].rcpts[0].addr, "someone@example.org");
+    assert!(inbox(&relay, &alice).is_empty());
     // 1000 recipients at most.
     let mut batch = format!("MAIL FROM:<{alice}>\r\n");
     for _ in 0..1001 {
@@ -461,7 +468,32 @@ async fn submission_over_443_with_alpn_smtp() {
     let ir = b64(&format!("\0{}\0{PASS}", addr("alice0001")));
     assert_eq!(cmd(&mut c, &format!("AUTH PLAIN {ir}")).await.0, 235);
     let alice = addr("alice0001");
-    let (code, _) = send_message(&mut c, &alice, &[&alice], b"via 443\r\n.\r\n").await;
+    let msg = pgp_message(&alice, &alice, 10, "via 443\r\n");
+    let (code, _) = send_message(&mut c, &alice, &[&alice], &data_of(&msg)).await;
     assert_eq!(code, 250);
-    assert_eq!(inbox(&relay, &alice), vec![b"via 443\r\n".to_vec()]);
+    assert_eq!(inbox(&relay, &alice), vec![msg.into_bytes()]);
+}
+
+#[tokio::test]
+async fn rate_limit_answers_450_at_rcpt_after_the_burst() {
+    let relay = TestRelay::start_with(|c| {
+        c.max_user_send_per_minute = 60;
+        c.max_user_send_burst_size = 3;
+    })
+    .await;
+    let alice = addr("alice0001");
+    let mut c = logged_in(&relay, "alice0001").await;
+    let msg = pgp_message(&alice, &alice, 10, "");
+    for i in 0..3 {
+        let (code, text) = send_message(&mut c, &alice, &[&alice], &data_of(&msg)).await;
+        assert_eq!(code, 250, "message {i}: {text}");
+    }
+    assert_eq!(cmd(&mut c, &format!("MAIL FROM:<{alice}>")).await.0, 250);
+    let (code, text) = cmd(&mut c, &format!("RCPT TO:<{alice}>")).await;
+    assert_eq!(code, 450, "{text}");
+    assert!(
+        text.contains("4.7.1") && text.contains(&format!("Too much mail from {alice}")),
+        "{text}"
+    );
+    assert_eq!(inbox(&relay, &alice).len(), 3);
 }

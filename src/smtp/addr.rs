@@ -28,6 +28,14 @@ pub fn destination(addr: &str, domain: &str) -> Destination {
     Destination::Local(format!("{}@{domain}", base.to_ascii_lowercase()))
 }
 
+/// An address with its domain part lower-cased (the local part is kept as given).
+pub fn lower_domain(addr: &str) -> String {
+    match addr.rsplit_once('@') {
+        Some((l, d)) => format!("{l}@{}", d.to_ascii_lowercase()),
+        None => addr.to_string(),
+    }
+}
+
 /// Submission rule 4: exactly one `@`, with something on both sides.
 pub fn sender_syntax_ok(addr: &str) -> bool {
     matches!(addr.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty() && !d.contains('@'))

@@ -40,8 +40,11 @@ pub(super) struct Txn {
     pub sender: String,
     /// Submission: the sender is the logged-in address (otherwise every RCPT gets 553).
     pub owned: bool,
-    /// Accepted recipients, canonical.
+    /// Accepted local recipients, canonical.
     pub rcpts: Vec<String>,
+    /// Accepted recipients in other domains (submission only), as given with the domain
+    /// lower-cased.
+    pub remote: Vec<String>,
     /// RCPT commands in this transaction, accepted or not.
     pub attempts: usize,
 }

@@ -5,7 +5,6 @@
 //! store returned). Must not know: byte-level grammar (codec), sled keys, message content rules
 //! (policy).
 
-use bytes::Bytes;
 use smtp_proto::{MailFrom, RcptTo, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
 
 use super::addr::{self, Destination};
@@ -69,6 +68,7 @@ impl Session {
             sender,
             owned,
             rcpts: Vec::new(),
+            remote: Vec::new(),
             attempts: 0,
         });
         self.io.reply(r::SENDER_OK);
@@ -93,6 +93,14 @@ impl Session {
             self.io.reply(r::SENDER_NOT_OWNED);
             return Flow::Continue;
         }
+        let (sender, accepted) = (txn.sender.clone(), txn.rcpts.len() + txn.remote.len());
+        if self.submission() {
+            // Recipient limit, then the sender's rate limit on the first recipient (§5 rule 3).
+            if let Err(reply) = self.ctx.policy.check_rcpt(&sender, accepted) {
+                self.io.reply(reply.line());
+                return Flow::Continue;
+            }
+        }
         let domain = self.ctx.cfg.address_domain();
         let local = match addr::destination(&to.address, &domain) {
             Destination::Local(a) => a,
@@ -100,16 +108,31 @@ impl Session {
                 self.io.reply(r::RELAY_DENIED);
                 return Flow::Continue;
             }
-            // Outbound delivery comes with federation; until then a temporary reply makes the
-            // client retry instead of failing the message.
             Destination::Remote => {
-                self.io.reply(r::REMOTE_NOT_YET);
+                let remote = addr::lower_domain(&to.address);
+                if let Some(txn) = self.txn.as_mut() {
+                    if !txn.remote.contains(&remote) {
+                        txn.remote.push(remote);
+                    }
+                }
+                self.io.reply(r::RCPT_OK);
                 return Flow::Continue;
             }
         };
-        // Unknown local users are refused here for now. The reference accepts them and bounces
-        // later (relay-behaviour §10, no address probing); that path comes with the federation
-        // issue, which adds the bounce generator.
+        if self.service == Service::Mx {
+            // Existence is not checked on port 25: unknown users bounce after acceptance, so
+            // nobody can probe which addresses exist (relay-behaviour §10).
+            if let Some(txn) = self.txn.as_mut() {
+                if !txn.rcpts.contains(&local) {
+                    txn.rcpts.push(local);
+                }
+            }
+            self.io.reply(r::RCPT_OK);
+            return Flow::Continue;
+        }
+        // Submission: unknown local users are refused at once. The sender is authenticated (and
+        // any address can be registered by logging in), so this reveals nothing a login would
+        // not, and the Delta Chat user sees the failure immediately instead of a bounce.
         let store = self.ctx.store.clone();
         let lookup = local.clone();
         let exists = tokio::task::spawn_blocking(move || store.account(&lookup)).await;
@@ -139,7 +162,7 @@ impl Session {
     pub(super) async fn data(&mut self) -> Flow {
         match &self.txn {
             None => return self.error(r::NEED_MAIL),
-            Some(txn) if txn.rcpts.is_empty() => {
+            Some(txn) if txn.rcpts.is_empty() && txn.remote.is_empty() => {
                 self.io.reply(r::NO_VALID_RECIPIENTS);
                 return Flow::Continue;
             }
@@ -189,57 +212,84 @@ impl Session {
         Flow::Continue
     }
 
-    /// Policy hook, then durable delivery; 250 only once the store has returned.
+    /// Policy hook, then durable delivery (local INBOXes and the outbound queue); 250 only
+    /// once the store has returned.
     async fn accept(&mut self, txn: Txn, body: Vec<u8>) -> Flow {
         let env = Envelope {
             service: self.service,
             sender: &txn.sender,
             login: self.login.as_deref(),
             rcpts: &txn.rcpts,
+            remote: &txn.remote,
             peer_ip: self.peer_ip,
         };
-        let message = match policy::check(&self.ctx, &env, Bytes::from(body)).await {
-            Verdict::Accept(m) => m,
+        let accepted = match policy::check(&self.ctx, &env, &body).await {
+            Verdict::Accept(a) => a,
             Verdict::Reject(reply) => return self.rejected(&reply, "policy"),
         };
+        let stored = if self.service == Service::Mx {
+            let sender = if accepted.null_sender { "" } else { txn.sender.as_str() };
+            crate::delivery::inbound::deliver(&self.ctx, sender, &txn.rcpts, accepted, &body).await
+        } else {
+            self.store_submission(&txn, accepted.message).await
+        };
+        match stored {
+            Ok(()) => {
+                self.messages += 1;
+                self.io.reply(r::QUEUED);
+            }
+            Err(line) => self.io.reply(&line),
+        }
+        Flow::Continue
+    }
+
+    /// Store a submitted message: local recipients' INBOXes and one queue item per remote
+    /// domain, in one durable transaction.
+    async fn store_submission(&self, txn: &Txn, message: Vec<u8>) -> Result<(), String> {
+        // Local copies get the delivery cleanup too (relay-behaviour §7 step 8).
+        let message = crate::policy::clean_delivery_headers(&message);
+        let mut remote: Vec<(String, Vec<String>)> = Vec::new();
+        for a in &txn.remote {
+            let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or_default().to_string();
+            match remote.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, list)) => list.push(a.clone()),
+                None => remote.push((domain, vec![a.clone()])),
+            }
+        }
         let store = self.ctx.store.clone();
-        let rcpts = txn.rcpts;
-        let size = message.len();
-        let delivered = tokio::task::spawn_blocking(move || store.deliver(&rcpts, &message)).await;
-        let d = match delivered {
-            Ok(Ok(d)) => d,
+        let (sender, local, size) = (txn.sender.clone(), txn.rcpts.clone(), message.len());
+        let res = tokio::task::spawn_blocking(move || {
+            store.accept_message(&sender, &local, &remote, &message)
+        })
+        .await;
+        let (d, queued) = match res {
+            Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 tracing::error!(service = self.service.name(), "delivery failed: {e}");
-                self.io.reply(r::LOCAL_ERROR);
-                return Flow::Continue;
+                return Err(r::LOCAL_ERROR.to_string());
             }
             Err(e) => {
                 tracing::error!(service = self.service.name(), "delivery task failed: {e}");
-                self.io.reply(r::LOCAL_ERROR);
-                return Flow::Continue;
+                return Err(r::LOCAL_ERROR.to_string());
             }
         };
         if !d.missing.is_empty() {
-            // Accounts deleted between RCPT and the end of DATA; a bounce belongs here once
-            // bounces exist (federation issue).
             tracing::warn!(
                 service = self.service.name(),
                 missing = d.missing.len(),
                 "recipients disappeared before delivery"
             );
         }
-        if d.delivered.is_empty() {
-            self.io.reply(r::RECIPIENTS_GONE);
-            return Flow::Continue;
+        if d.delivered.is_empty() && queued.is_empty() {
+            return Err(r::RECIPIENTS_GONE.to_string());
         }
-        self.messages += 1;
         tracing::info!(
             service = self.service.name(),
             recipients = d.delivered.len(),
+            queued = queued.len(),
             size,
-            "message delivered"
+            "message accepted"
         );
-        self.io.reply(r::QUEUED);
-        Flow::Continue
+        Ok(())
     }
 }

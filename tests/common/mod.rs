@@ -39,6 +39,9 @@ pub fn test_config(dir: PathBuf) -> Config {
         min_free_disk_space: 0,
         min_available_memory: 0,
         max_load_1m: 1e9,
+        // Tests send more than the default burst; the rate-limit tests lower these again.
+        max_user_send_per_minute: 100_000,
+        max_user_send_burst_size: 100_000,
         ..Config::default()
     }
 }
@@ -246,4 +249,65 @@ impl LineClient {
 pub fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A Delta-Chat-shaped PGP/MIME message (CRLF line ends, no terminating dot): a PKESK and a
+/// SEIPD packet with `payload` bytes of "ciphertext", ASCII-armored. `preamble` goes before the
+/// first MIME boundary, where the encryption check ignores it (handy for dot-stuffing tests).
+pub fn pgp_message(from: &str, to: &str, payload: usize, preamble: &str) -> String {
+    use base64::Engine;
+    // PKESK v3: version, key id, RSA, one 2048-bit MPI.
+    let mut pkesk = vec![3, 1, 2, 3, 4, 5, 6, 7, 8, 1, 0x08, 0x00];
+    pkesk.extend(std::iter::repeat_n(0xa5, 256));
+    // SEIPD v1: version, then the "ciphertext".
+    let mut seipd = vec![1u8];
+    seipd.extend((0..payload as u32).map(|i| (i * 31 + 7) as u8));
+    let mut pk = openpgp_packet(1, &pkesk);
+    pk.extend(openpgp_packet(18, &seipd));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&pk);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: [...]\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n\
+         {preamble}--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --b\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n\
+         -----BEGIN PGP MESSAGE-----\r\n\r\n{}\r\n-----END PGP MESSAGE-----\r\n\r\n--b--\r\n",
+        lines.join("\r\n")
+    )
+}
+
+/// SMTP DATA payload for `msg`: dot-stuffed, terminated with `.`.
+pub fn data_of(msg: &str) -> Vec<u8> {
+    let mut out = String::new();
+    for line in msg.split_inclusive("\r\n") {
+        if line.starts_with('.') {
+            out.push('.');
+        }
+        out.push_str(line);
+    }
+    out.push_str(".\r\n");
+    out.into_bytes()
+}
+
+/// An OpenPGP packet with a new-format header.
+pub fn openpgp_packet(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![0xc0 | tag];
+    match body.len() {
+        n if n < 192 => p.push(n as u8),
+        n if n < 8384 => {
+            let l = n - 192;
+            p.push(((l >> 8) + 192) as u8);
+            p.push((l & 0xff) as u8);
+        }
+        n => {
+            p.push(0xff);
+            p.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    p.extend_from_slice(body);
+    p
 }
