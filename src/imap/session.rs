@@ -94,12 +94,13 @@ pub async fn run(ctx: Arc<Ctx>, conn: Conn) {
         Err(Close(why)) => why,
     };
     let _ = s.flush().await;
+    let tls = s.is_tls();
     if let Some(mut c) = s.conn.take() {
         let _ = tokio::time::timeout(Duration::from_secs(5), c.shutdown()).await;
     }
     tracing::info!(
         service = "imap",
-        tls = s.is_tls(),
+        tls,
         authenticated = s.addr.is_some(),
         commands = s.stats.commands,
         bad_commands = s.stats.bad,
