@@ -19,7 +19,7 @@ pub mod inbound;
 mod resolve;
 mod runner;
 mod smtp;
-mod tlsconf;
+pub mod tlsconf;
 pub mod zone;
 
 use std::collections::HashMap;

@@ -68,7 +68,7 @@ pub fn server_name(host: &str) -> anyhow::Result<ServerName<'static>> {
 
 /// Accepts any certificate (still checks handshake signatures against it).
 #[derive(Debug)]
-struct NoVerify;
+pub struct NoVerify;
 
 impl ServerCertVerifier for NoVerify {
     fn verify_server_cert(
