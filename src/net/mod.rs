@@ -123,6 +123,7 @@ async fn accept_loop(ctx: Arc<Ctx>, svc: Service, l: TcpListener, limit: Arc<Sem
             continue;
         };
         let _ = stream.set_nodelay(true);
+        ctx.metrics.connection(svc.name());
         let ctx = ctx.clone();
         tokio::spawn(async move {
             handle(ctx, svc, stream).await;
@@ -160,7 +161,7 @@ async fn handle(ctx: Arc<Ctx>, svc: Service, stream: TcpStream) {
                 Some(a) if a == ALPN_IMAP || a == ALPN_SMTP => {
                     tracing::info!(service = "https", "refused mail protocol below TLS 1.3");
                 }
-                _ => crate::web::serve_https(ctx, c).await,
+                _ => crate::web::serve_https(ctx, c, peer_ip).await,
             }
         }
         Service::Http => crate::web::serve_http(ctx, stream).await,
