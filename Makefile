@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN_DEBUG := target/debug/chatmail-box
 BIN_RELEASE := target/release/chatmail-box
 
-.PHONY: all build release run test test-rust test-py bench lint fmt clean-data
+.PHONY: all build release run test test-rust test-py bench lint fmt clean-data aarch64 aarch64-smoke
 
 all: build
 
@@ -38,6 +38,16 @@ fmt:
 ## make bench: performance numbers (not part of make test).
 bench: release
 	scripts/bench.sh
+
+## make aarch64: static aarch64-unknown-linux-musl release binary for the appliance (installs the
+## rustup target, clang and llvm if missing). Output: target/cross/aarch64-unknown-linux-musl/release/
+## chatmail-box(.stripped). Slow (many minutes on 2 cores): not part of make test.
+aarch64:
+	scripts/aarch64.sh
+
+## make aarch64-smoke: run that binary under qemu-aarch64: --help, check-config, serve answering TCP.
+aarch64-smoke: aarch64
+	scripts/aarch64-smoke.sh
 
 clean-data:
 	rm -rf data

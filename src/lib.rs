@@ -13,10 +13,12 @@
 //! - [`invite`]: invite links and the terminal QR code.
 //! - [`dkim`]: DKIM keys, signing and strict inbound verification.
 //! - [`delivery`]: the outbound queue runner, `/mxdeliv` and SMTP clients, bounces, DNS zone.
+//! - [`device`]: the appliance LED, watchdog and QR display (optional, inert without hardware).
 
 pub mod auth;
 pub mod config;
 pub mod delivery;
+pub mod device;
 pub mod dkim;
 pub mod imap;
 pub mod invite;

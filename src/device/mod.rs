@@ -1,0 +1,250 @@
+//! The appliance device layer: status LED, watchdog and the QR display of a Raspberry Pi box.
+//!
+//! Optional and inert without hardware: nothing is opened unless configured, and a device that
+//! is missing or fails is logged and skipped, never fatal for the relay.
+//!
+//! - [`status`]: pure status model (booting, setup needed, healthy, degraded, failed).
+//! - [`led`]: blink patterns and the Linux LED class device (`/sys/class/leds/<name>`).
+//! - [`watchdog`]: petting `/dev/watchdog` while the relay can serve; magic close on shutdown.
+//! - [`qr`]: QR bitmaps with whole pixels per module and a quiet zone, sized to the screen.
+//! - [`fb`]: the Linux framebuffer (ioctl + mmap), RGB565 / XRGB8888, honouring `line_length`.
+//!
+//! Owns: which screen and pattern a status maps to. Must not know: sockets, the store, protocols
+//! (the caller feeds [`status::Inputs`]).
+
+pub mod fb;
+pub mod led;
+pub mod qr;
+pub mod status;
+pub mod watchdog;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use status::{Inputs, Reason, Status, Thresholds};
+
+/// Which display to draw on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Display {
+    #[default]
+    None,
+    /// A Linux framebuffer device such as `/dev/fb0`.
+    Fbdev(PathBuf),
+}
+
+/// Device settings; the default does nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    /// LED class name looked up under `led_root` (e.g. `ACT`), or none.
+    pub led: Option<String>,
+    /// Root of the LED class devices; `/sys/class/leds` except in tests.
+    pub led_root: PathBuf,
+    /// Watchdog device (e.g. `/dev/watchdog`), or none.
+    pub watchdog: Option<PathBuf>,
+    /// How often the watchdog is petted; well below the driver's timeout (15 s on bcm2835).
+    pub watchdog_interval: Duration,
+    pub display: Display,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> DeviceConfig {
+        DeviceConfig {
+            led: None,
+            led_root: PathBuf::from("/sys/class/leds"),
+            watchdog: None,
+            watchdog_interval: Duration::from_secs(5),
+            display: Display::None,
+        }
+    }
+}
+
+impl DeviceConfig {
+    pub fn is_empty(&self) -> bool {
+        self.led.is_none() && self.watchdog.is_none() && self.display == Display::None
+    }
+}
+
+/// What the display shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Screen {
+    /// Payload of the QR code, if one is shown.
+    pub qr: Option<String>,
+    /// Text lines (domain, addresses, reasons), top to bottom.
+    pub lines: Vec<String>,
+}
+
+/// Where the owner finds the first-boot wizard.
+pub const WIZARD_HOST: &str = "chatmail-box.local";
+
+/// The screen for a status: the wizard's address before setup, the invite after it, and the
+/// reasons when degraded or failed. `lan_ip` is the box's address on the home network.
+pub fn screen(status: &Status, domain: &str, lan_ip: Option<&str>) -> Screen {
+    let wizard = match lan_ip {
+        Some(ip) => format!("http://{ip}"),
+        None => format!("http://{WIZARD_HOST}"),
+    };
+    match status {
+        Status::Booting => Screen {
+            qr: None,
+            lines: vec!["chatmail-box".into(), "starting...".into()],
+        },
+        Status::SetupNeeded => Screen {
+            qr: Some(wizard.clone()),
+            lines: vec!["Setup:".into(), wizard, WIZARD_HOST.into()],
+        },
+        Status::Healthy => Screen {
+            qr: Some(format!("DCACCOUNT:https://{domain}/new")),
+            lines: vec![domain.into()],
+        },
+        Status::Degraded(reasons) => {
+            let mut lines = vec![domain.to_string(), "Attention:".into()];
+            lines.extend(reasons.iter().map(|r| r.text().to_string()));
+            Screen {
+                qr: Some(format!("DCACCOUNT:https://{domain}/new")),
+                lines,
+            }
+        }
+        Status::Failed(r) => Screen {
+            qr: None,
+            lines: vec![domain.into(), "NOT SERVING:".into(), r.text().into()],
+        },
+    }
+}
+
+/// Renders the screen's QR as large as fits `width`×`height` at ≥ 2 px per module. For invites
+/// the shortest fitting form is used ([`qr::fitting_invite`]); `None` when nothing fits.
+pub fn render_screen_qr(
+    s: &Screen,
+    domain: &str,
+    width: usize,
+    height: usize,
+) -> Option<qr::RenderedQr> {
+    let payload = s.qr.as_deref()?;
+    if payload.starts_with("DCACCOUNT:") {
+        qr::fitting_invite(domain, width, height, qr::DEFAULT_FIT).map(|(_, r)| r)
+    } else {
+        qr::render_fitting(payload, width, height, qr::DEFAULT_FIT)
+    }
+}
+
+/// A running device layer. Feed it with [`Device::update`]; [`Device::shutdown`] disarms the
+/// watchdog and hands the LED back.
+pub struct Device {
+    tx: watch::Sender<Status>,
+    thresholds: Thresholds,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Device {
+    /// Opens the configured devices (missing ones are logged and skipped) and starts their tasks.
+    /// Must be called inside a tokio runtime.
+    pub fn start(cfg: &DeviceConfig, domain: &str) -> Device {
+        let (tx, rx) = watch::channel(Status::Booting);
+        let mut tasks = Vec::new();
+        if let Some(name) = &cfg.led {
+            match led::SysfsLed::open(&cfg.led_root, name) {
+                Ok(l) => {
+                    tracing::info!(led = %l.dir().display(), "status LED");
+                    let rx = rx.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let mut l = l;
+                        led::run(&mut l, rx).await;
+                        let _ = l.restore();
+                    }));
+                }
+                Err(e) => tracing::warn!("status LED {name:?} not used: {e}"),
+            }
+        }
+        if let Some(path) = &cfg.watchdog {
+            match watchdog::Watchdog::open(path) {
+                Ok(w) => {
+                    tracing::info!(watchdog = %path.display(), "petting watchdog");
+                    tasks.push(tokio::spawn(pet(w, rx.clone(), cfg.watchdog_interval)));
+                }
+                Err(e) => tracing::warn!("watchdog {} not used: {e}", path.display()),
+            }
+        }
+        if let Display::Fbdev(path) = &cfg.display {
+            match fb::Framebuffer::open_device(path) {
+                Ok(f) => {
+                    tracing::info!(fb = %path.display(), geometry = ?f.geometry, "display");
+                    tasks.push(tokio::spawn(display(f, rx.clone(), domain.to_string())));
+                }
+                Err(e) => tracing::warn!("display {} not used: {e}", path.display()),
+            }
+        }
+        Device {
+            tx,
+            thresholds: Thresholds::default(),
+            tasks,
+        }
+    }
+
+    /// Recomputes the status from fresh measurements; returns it.
+    pub fn update(&self, inputs: &Inputs) -> Status {
+        let s = status::evaluate(inputs, &self.thresholds);
+        self.tx.send_if_modified(|cur| {
+            let changed = *cur != s;
+            *cur = s.clone();
+            changed
+        });
+        s
+    }
+
+    /// Stops the tasks: the watchdog is magic-closed and the LED gets its old trigger back.
+    pub async fn shutdown(self) {
+        drop(self.tx);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl<L: led::Led + ?Sized> led::Led for &mut L {
+    fn set(&mut self, on: bool) -> std::io::Result<()> {
+        (**self).set(on)
+    }
+}
+
+async fn pet(mut w: watchdog::Watchdog, mut rx: watch::Receiver<Status>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
+        }
+        if !matches!(*rx.borrow(), Status::Failed(_)) {
+            if let Err(e) = w.pet() {
+                tracing::warn!("watchdog: {e}");
+            }
+        }
+    }
+    if let Err(e) = w.disarm() {
+        tracing::warn!("watchdog magic close: {e}");
+    }
+}
+
+async fn display(mut f: fb::Framebuffer, mut rx: watch::Receiver<Status>, domain: String) {
+    loop {
+        let st = rx.borrow_and_update().clone();
+        let s = screen(&st, &domain, None);
+        let g = f.geometry;
+        let bm = render_screen_qr(&s, &domain, g.width, g.height)
+            .map(|r| r.bitmap)
+            .unwrap_or_else(|| qr::Bitmap::new(0, 0));
+        if let Err(e) = f.show(&bm) {
+            tracing::warn!("display: {e}");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
