@@ -13,6 +13,7 @@
 //! - [`invite`]: invite links and the terminal QR code.
 //! - [`dkim`]: DKIM keys, signing and strict inbound verification.
 //! - [`delivery`]: the outbound queue runner, `/mxdeliv` and SMTP clients, bounces, DNS zone.
+//! - [`push`]: the push-notification worker (device tokens POSTed to the gateway).
 //! - [`device`]: the appliance LED, watchdog and QR display (optional, inert without hardware).
 
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod imap;
 pub mod invite;
 pub mod net;
 pub mod policy;
+pub mod push;
 pub mod replies;
 pub mod smtp;
 pub mod store;

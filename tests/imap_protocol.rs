@@ -485,7 +485,7 @@ async fn metadata_device_tokens_and_server_keys() {
     let r = i.cmd("GETMETADATA \"\" (/shared/comment /shared/admin /shared/vendor/deltachat/irohrelay /shared/vendor/deltachat/turn /shared/vendor/deltachat/maxsmtprecipients /shared/vendor/deltachat/appversions)").await;
     assert_eq!(
         r[0],
-        "* METADATA \"\" (/shared/comment NIL /shared/admin \"mailto:privacy@example.org\" /shared/vendor/deltachat/irohrelay NIL /shared/vendor/deltachat/turn NIL /shared/vendor/deltachat/maxsmtprecipients \"1000\" /shared/vendor/deltachat/appversions NIL)"
+        "* METADATA \"\" (/shared/comment NIL /shared/admin \"mailto:privacy@example.org\" /shared/vendor/deltachat/irohrelay NIL /shared/vendor/deltachat/turn NIL /shared/vendor/deltachat/maxsmtprecipients \"1000\" /shared/vendor/deltachat/appversions \"{\\\"clients\\\":[]}\")"
     );
     assert!(ok(&r), "{r:?}");
 }

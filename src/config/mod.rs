@@ -154,6 +154,19 @@ pub struct Config {
     /// Public addresses printed by `chatmail-box dns` (A / AAAA).
     pub public_ipv4: Option<std::net::Ipv4Addr>,
     pub public_ipv6: Option<std::net::Ipv6Addr>,
+
+    // ---- push and server metadata (src/push, src/imap/meta.rs) ----
+    /// Push notification gateway; each device token is POSTed here (empty disables push).
+    pub push_url: String,
+    /// First retry delay of a failed notification in seconds (then ×8 per attempt; tests only).
+    pub push_retry_base_secs: u64,
+    /// Advertise TURN credentials in METADATA (a TURN server with `turn.secret` must run).
+    pub turn: bool,
+    /// TURN host advertised; default `mail_domain`.
+    pub turn_host: Option<String>,
+    pub turn_port: u16,
+    /// JSON served as METADATA `appversions`; default an empty client list.
+    pub appversions_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -202,6 +215,12 @@ impl Default for Config {
             queue_lifetime: 2 * 86400,
             public_ipv4: None,
             public_ipv6: None,
+            push_url: "https://notifications.delta.chat/notify".into(),
+            push_retry_base_secs: 8,
+            turn: false,
+            turn_host: None,
+            turn_port: 3478,
+            appversions_file: None,
         }
     }
 }
@@ -461,6 +480,12 @@ fn known_keys() -> Vec<&'static str> {
         "queue_lifetime",
         "public_ipv4",
         "public_ipv6",
+        "push_url",
+        "push_retry_base_secs",
+        "turn",
+        "turn_host",
+        "turn_port",
+        "appversions_file",
     ];
     v.extend_from_slice(KNOWN_LEGACY);
     v

@@ -20,6 +20,8 @@ const DEVICE_TOKEN: &str = "/private/devicetoken";
 /// Value of `/shared/vendor/deltachat/maxsmtprecipients` (upstream serves 1000; its presence
 /// also tells clients ≥ 2.58 that the relay supports push).
 const MAX_SMTP_RECIPIENTS: &str = "1000";
+/// `appversions` when no operator file is configured: a valid, empty client list.
+const APPVERSIONS_DEFAULT: &str = r#"{"clients":[]}"#;
 /// Longest device token accepted (the client sends at most 4096 bytes).
 const MAX_TOKEN: usize = 4096;
 
@@ -44,6 +46,24 @@ fn valid_token(t: &[u8]) -> bool {
     !t.is_empty() && t.len() <= MAX_TOKEN && t.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
+/// Single-line minified JSON of the operator's `appversions_file`, else [`APPVERSIONS_DEFAULT`].
+/// Re-read on every request so the operator can replace the file without a restart.
+fn appversions(cfg: &crate::config::Config) -> String {
+    let Some(path) = &cfg.appversions_file else {
+        return APPVERSIONS_DEFAULT.to_string();
+    };
+    let parsed = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(v) => v.to_string(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "appversions_file unusable");
+            APPVERSIONS_DEFAULT.to_string()
+        }
+    }
+}
+
 impl Session {
     /// Value of a server entry, `None` = NIL.
     fn server_entry(&self, entry: &str) -> Option<String> {
@@ -56,8 +76,10 @@ impl Session {
             "/shared/vendor/deltachat/irohrelay" => {
                 cfg.iroh_relay.clone().filter(|u| !u.trim().is_empty())
             }
-            // /shared/comment, /shared/vendor/deltachat/turn (no TURN server here),
-            // /shared/vendor/deltachat/appversions and anything unknown.
+            // Fresh credentials on every read; NIL unless a TURN server is configured.
+            "/shared/vendor/deltachat/turn" => crate::push::turn::metadata_value(cfg, now_unix()),
+            "/shared/vendor/deltachat/appversions" => Some(appversions(cfg)),
+            // /shared/comment and anything unknown.
             _ => None,
         }
     }

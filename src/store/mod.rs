@@ -11,6 +11,7 @@ mod blobs;
 mod codec;
 mod hub;
 mod mailbox;
+mod push;
 mod queue;
 
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use codec::{user_prefix, MailboxRec};
 
 pub use mailbox::{Delivery, FlagOp, FlagResult, Snapshot};
+pub use push::PushItem;
 pub use queue::{QueueItem, QueuedRcpt, RcptState};
 
 #[derive(Debug, Error)]
@@ -139,6 +141,9 @@ pub(crate) struct Inner {
     blobs: blobs::Blobs,
     hub: hub::Hub,
     queue_wakeup: tokio::sync::Notify,
+    /// Push-notification queue (`push.rs`) and its worker's wake-up.
+    push: sled::Tree,
+    push_wakeup: tokio::sync::Notify,
     _lock: File,
 }
 
@@ -180,6 +185,8 @@ impl Store {
             blobs: blobs::Blobs::open(dir.join("blobs"))?,
             hub: hub::Hub::default(),
             queue_wakeup: tokio::sync::Notify::new(),
+            push: db.open_tree("push")?,
+            push_wakeup: tokio::sync::Notify::new(),
             db,
             _lock: lock,
         };
@@ -286,6 +293,7 @@ impl Store {
         for k in self.inner.meta.scan_prefix(&prefix).keys() {
             self.inner.meta.remove(k?)?;
         }
+        self.push_remove_user(addr)?;
         self.inner.accounts.remove(addr.as_bytes())?;
         self.flush()?;
         self.inner.hub.notify(addr);

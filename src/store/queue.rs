@@ -140,6 +140,7 @@ impl Store {
         for addr in &present {
             self.inner.hub.notify(addr);
         }
+        self.push_after_delivery(sender, &present);
         if !ids.is_empty() {
             self.inner.queue_wakeup.notify_one();
         }
