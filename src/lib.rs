@@ -13,16 +13,20 @@
 //! - [`invite`]: invite links and the terminal QR code.
 //! - [`dkim`]: DKIM keys, signing and strict inbound verification.
 //! - [`delivery`]: the outbound queue runner, `/mxdeliv` and SMTP clients, bounces, DNS zone.
-//! - [`push`]: the push-notification worker (device tokens POSTed to the gateway).
+//! - [`expiry`]: the daily retention job (old/large mail, quota trimming, inactive accounts).
+//! - [`metrics`]: Prometheus text on a private address.
 //! - [`device`]: the appliance LED, watchdog and QR display (optional, inert without hardware).
+//! - [`push`]: the push-notification worker (device tokens POSTed to the gateway).
 
 pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod device;
 pub mod dkim;
+pub mod expiry;
 pub mod imap;
 pub mod invite;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod push;
@@ -46,12 +50,17 @@ pub struct Ctx {
     pub dkim: Arc<dkim::Dkim>,
     /// Outbound delivery; `delivery::spawn(ctx)` starts the queue runner.
     pub delivery: delivery::Delivery,
+    /// Prometheus instruments (`metrics::spawn` serves them on `metrics_listen`).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Ctx {
     pub fn new(cfg: config::Config) -> anyhow::Result<Arc<Ctx>> {
         let cfg = Arc::new(cfg);
         let store = store::Store::open(&cfg.data_dir, cfg.index_cache_size)?;
+        store.set_quota_limit(cfg.max_mailbox_size);
+        let metrics = Arc::new(metrics::Metrics::new());
+        metrics.observe_store(&store);
         let tls = Arc::new(tls::Tls::new(&cfg)?);
         let auth = auth::Auth::new(cfg.clone(), store.clone());
         let resolver = delivery::build_resolver(&cfg);
@@ -66,6 +75,7 @@ impl Ctx {
             policy,
             dkim,
             delivery,
+            metrics,
         }))
     }
 }

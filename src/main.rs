@@ -130,6 +130,8 @@ fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
         let c = ctx.clone();
         tokio::task::spawn_blocking(move || c.dkim.signer().map(|_| ())).await??;
         let _runner = chatmail_box::delivery::spawn(ctx.clone());
+        let _expiry = chatmail_box::expiry::spawn(ctx.clone());
+        chatmail_box::metrics::spawn(&ctx).await?;
         let _push = chatmail_box::push::spawn(ctx.clone())?;
         ctx.tls.spawn_reloader(std::time::Duration::from_secs(30));
         for (svc, l) in &listeners {

@@ -154,6 +154,8 @@ pub struct Config {
     /// Public addresses printed by `chatmail-box dns` (A / AAAA).
     pub public_ipv4: Option<std::net::Ipv4Addr>,
     pub public_ipv6: Option<std::net::Ipv6Addr>,
+    /// Private address of the Prometheus metrics endpoint (e.g. "127.0.0.1:9100"); off if unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 
     // ---- push and server metadata (src/push, src/imap/meta.rs) ----
     /// Push notification gateway; each device token is POSTed here (empty disables push).
@@ -215,6 +217,7 @@ impl Default for Config {
             queue_lifetime: 2 * 86400,
             public_ipv4: None,
             public_ipv6: None,
+            metrics_listen: None,
             push_url: "https://notifications.delta.chat/notify".into(),
             push_retry_base_secs: 8,
             turn: false,
@@ -480,6 +483,7 @@ fn known_keys() -> Vec<&'static str> {
         "queue_lifetime",
         "public_ipv4",
         "public_ipv6",
+        "metrics_listen",
         "push_url",
         "push_retry_base_secs",
         "turn",

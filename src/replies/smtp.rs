@@ -119,4 +119,6 @@ pub const BARE_LINE_ENDING: &str = "550 5.6.11 bare LF/CR not allowed";
 pub const DATA_LINE_TOO_LONG: &str = "552 5.6.0 Message line too long";
 pub const LOCAL_ERROR: &str = "451 4.3.0 Local error in processing";
 /// Every accepted recipient's account disappeared before the message could be stored.
+/// The only (local) recipient's mailbox is full (relay-behaviour §10).
+pub const QUOTA_EXCEEDED: &str = "552 5.2.2 Quota exceeded (mailbox for user is full)";
 pub const RECIPIENTS_GONE: &str = "550 5.1.1 Recipient address rejected: User unknown";

@@ -259,12 +259,13 @@ impl Session {
         let store = self.ctx.store.clone();
         let (sender, local, size) = (txn.sender.clone(), txn.rcpts.clone(), message.len());
         let res = tokio::task::spawn_blocking(move || {
-            store.accept_message(&sender, &local, &remote, &message)
+            let r = store.accept_message(&sender, &local, &remote, &message);
+            (r, message)
         })
         .await;
-        let (d, queued) = match res {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
+        let (d, queued, message) = match res {
+            Ok((Ok((d, q)), message)) => (d, q, message),
+            Ok((Err(e), _)) => {
                 tracing::error!(service = self.service.name(), "delivery failed: {e}");
                 return Err(r::LOCAL_ERROR.to_string());
             }
@@ -280,8 +281,31 @@ impl Session {
                 "recipients disappeared before delivery"
             );
         }
+        if !d.full.is_empty() {
+            tracing::warn!(
+                service = self.service.name(),
+                recipients = d.full.len(),
+                "quota exceeded: recipient mailbox full"
+            );
+        }
         if d.delivered.is_empty() && queued.is_empty() {
+            if !d.full.is_empty() {
+                return Err(r::QUOTA_EXCEEDED.to_string());
+            }
             return Err(r::RECIPIENTS_GONE.to_string());
+        }
+        if !d.full.is_empty() {
+            // Others got it: the full mailboxes are permanent failures, reported by a bounce.
+            let failed: Vec<(String, String)> = d
+                .full
+                .iter()
+                .map(|a| (a.clone(), format!("{} <{a}>", r::QUOTA_EXCEEDED)))
+                .collect();
+            if let Err(e) =
+                crate::delivery::send_bounce(&self.ctx, &txn.sender, &failed, &message).await
+            {
+                tracing::error!(service = self.service.name(), "quota bounce failed: {e}");
+            }
         }
         tracing::info!(
             service = self.service.name(),

@@ -6,6 +6,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::codec::{self, decode_msg, encode_msg, mailbox_key, msg_key, user_prefix, MailboxRec};
+use super::expire::bump_usage;
 use super::{normalise_mailbox, Flags, MsgInfo, Store, StoreError, INBOX};
 
 /// How a STORE changes flags.
@@ -48,6 +49,7 @@ pub(super) fn add_messages(
         };
         ms.insert(&msg_key(rec.id, uid), encode_msg(&info))?;
         mb.insert(mailbox_key(addr, name), rec.encode())?;
+        bump_usage(mb, addr, size as i64)?;
         uids.push(uid);
     }
     Ok(uids)
@@ -152,18 +154,23 @@ impl Store {
             Some(v) => MailboxRec::decode(&v)?,
         };
         let mut freed = Vec::new();
-        for kv in self.inner.messages.scan_prefix(rec.id.to_be_bytes()) {
+        let i = &self.inner;
+        for kv in i.messages.scan_prefix(rec.id.to_be_bytes()) {
             let (k, v) = kv?;
             let m = decode_msg(codec::uid_of_key(&k), &v)?;
-            let left = self
-                .inner
-                .blobrefs
-                .transaction(|b| bump_ref(b, m.blob, -1))
+            // Message, blob reference and usage counter change together.
+            let left = (&i.mailboxes, &i.messages, &i.blobrefs)
+                .transaction(|(mb, ms, br)| {
+                    if ms.remove(&k)?.is_none() {
+                        return Ok(1);
+                    }
+                    bump_usage(mb, addr, -(m.size as i64))?;
+                    bump_ref(br, m.blob, -1)
+                })
                 .map_err(tx_err)?;
             if left <= 0 {
                 freed.push(m.blob);
             }
-            self.inner.messages.remove(k)?;
         }
         self.inner.mailboxes.remove(key)?;
         self.flush()?;
@@ -329,7 +336,7 @@ impl Store {
         self.remove_messages(addr, name, &doomed)
     }
 
-    fn remove_messages(
+    pub(super) fn remove_messages(
         &self,
         addr: &str,
         name: &str,
@@ -348,6 +355,7 @@ impl Store {
                 let mut freed = Vec::new();
                 for m in doomed {
                     if ms.remove(&msg_key(rec.id, m.uid))?.is_some() {
+                        bump_usage(mb, addr, -(m.size as i64))?;
                         removed.push(m.uid);
                         if bump_ref(br, m.blob, -1)? <= 0 {
                             freed.push(m.blob);
@@ -400,6 +408,7 @@ impl Store {
                     m.modseq = dst.highestmodseq;
                     dst.uidnext += 1;
                     ms.insert(&msg_key(dst.id, m.uid), encode_msg(&m))?;
+                    bump_usage(mb, addr, m.size as i64)?;
                     bump_ref(br, m.blob, 1)?;
                     pairs.push((uid, m.uid));
                 }
@@ -432,8 +441,9 @@ impl Store {
         Ok((validity, pairs))
     }
 
-    /// Bytes used by all messages of the user.
-    pub fn usage(&self, addr: &str) -> Result<u64, StoreError> {
+    /// Bytes used by all messages of the user, summed over the message records (slow; the
+    /// counter behind [`Store::usage`] must always equal this).
+    pub fn usage_scan(&self, addr: &str) -> Result<u64, StoreError> {
         let prefix = user_prefix(addr);
         let mut total = 0;
         for v in self.inner.mailboxes.scan_prefix(&prefix).values() {
@@ -459,6 +469,8 @@ pub struct Delivery {
     pub delivered: Vec<(String, u32)>,
     /// Recipients without an account.
     pub missing: Vec<String>,
+    /// Recipients whose mailbox is full (quota exceeded): they got nothing.
+    pub full: Vec<String>,
 }
 
 #[derive(Debug, Default)]

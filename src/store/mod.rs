@@ -9,6 +9,7 @@
 
 mod blobs;
 mod codec;
+mod expire;
 mod hub;
 mod mailbox;
 mod push;
@@ -144,6 +145,8 @@ pub(crate) struct Inner {
     /// Push-notification queue (`push.rs`) and its worker's wake-up.
     push: sled::Tree,
     push_wakeup: tokio::sync::Notify,
+    /// Quota state (limit, rejection counter); see `expire.rs`.
+    quota: expire::QuotaState,
     _lock: File,
 }
 
@@ -187,6 +190,7 @@ impl Store {
             queue_wakeup: tokio::sync::Notify::new(),
             push: db.open_tree("push")?,
             push_wakeup: tokio::sync::Notify::new(),
+            quota: expire::QuotaState::default(),
             db,
             _lock: lock,
         };
@@ -200,9 +204,11 @@ impl Store {
         if removed > 0 {
             tracing::info!(removed, "removed unreferenced message files");
         }
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(inner),
-        })
+        };
+        store.init_usage()?;
+        Ok(store)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -234,6 +240,7 @@ impl Store {
             Ok(()) => {
                 self.ensure_mailbox(&acct.addr, INBOX)?;
                 self.flush()?;
+                self.count_created_account();
                 Ok(Created::Created)
             }
             Err(e) => {
@@ -295,6 +302,7 @@ impl Store {
         }
         self.push_remove_user(addr)?;
         self.inner.accounts.remove(addr.as_bytes())?;
+        self.inner.mailboxes.remove(expire::usage_key(addr))?;
         self.flush()?;
         self.inner.hub.notify(addr);
         Ok(true)

@@ -61,6 +61,7 @@ impl Store {
         remote: &[(String, Vec<String>)],
         body: &[u8],
     ) -> Result<(Delivery, Vec<u64>), StoreError> {
+        let started = std::time::Instant::now();
         let mut present: Vec<String> = Vec::new();
         let mut missing: Vec<String> = Vec::new();
         for r in local {
@@ -76,8 +77,8 @@ impl Store {
         if present.is_empty() && remote.is_empty() {
             return Ok((
                 Delivery {
-                    delivered: Vec::new(),
                     missing,
+                    ..Delivery::default()
                 },
                 Vec::new(),
             ));
@@ -111,25 +112,36 @@ impl Store {
                 last_error: None,
             })
             .collect();
-        let targets: Vec<(String, String)> = present
-            .iter()
-            .map(|a| (a.clone(), INBOX.to_string()))
-            .collect();
         let size = body.len() as u64;
+        let limit = self.quota_limit();
         let encoded: Vec<Vec<u8>> = items.iter().map(enc).collect::<Result<_, _>>()?;
         let i = &self.inner;
+        type Out = (Vec<String>, Vec<u32>, Vec<String>);
         let res = (&i.mailboxes, &i.messages, &i.blobrefs, &i.queue).transaction(
-            |(mb, ms, br, q)| -> TxResult<Vec<u32>> {
+            |(mb, ms, br, q)| -> TxResult<Out> {
+                // Quota: a recipient whose usage plus this message exceeds the limit gets nothing.
+                let (mut fits, mut full) = (Vec::new(), Vec::new());
+                for a in &present {
+                    if super::expire::would_exceed(mb, a, size, limit)? {
+                        full.push(a.clone());
+                    } else {
+                        fits.push(a.clone());
+                    }
+                }
+                let targets: Vec<(String, String)> = fits
+                    .iter()
+                    .map(|a| (a.clone(), INBOX.to_string()))
+                    .collect();
                 let uids = add_messages(mb, ms, &targets, blob, Flags::empty(), now, size)?;
                 for (item, v) in items.iter().zip(&encoded) {
                     q.insert(&item.id.to_be_bytes(), v.clone())?;
                 }
-                let refs = (present.len() + items.len()) as i64;
+                let refs = (fits.len() + items.len()) as i64;
                 super::mailbox::bump_ref(br, blob, refs)?;
-                Ok(uids)
+                Ok((fits, uids, full))
             },
         );
-        let uids = match res {
+        let (present, uids, full) = match res {
             Ok(u) => u,
             Err(e) => {
                 self.inner.blobs.remove(blob);
@@ -137,9 +149,13 @@ impl Store {
             }
         };
         self.flush()?;
+        if present.is_empty() && ids.is_empty() {
+            self.inner.blobs.remove(blob);
+        }
         for addr in &present {
             self.inner.hub.notify(addr);
         }
+        self.after_delivery(started, &present, &full, now);
         self.push_after_delivery(sender, &present);
         if !ids.is_empty() {
             self.inner.queue_wakeup.notify_one();
@@ -148,6 +164,7 @@ impl Store {
             Delivery {
                 delivered: present.into_iter().zip(uids).collect(),
                 missing,
+                full,
             },
             ids,
         ))
