@@ -24,8 +24,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::invite;
-
 mod limit;
 mod mxdeliv;
 pub mod pages;
@@ -387,15 +385,10 @@ async fn new_account(
     if method == Method::GET && !self_signed {
         return moved(&format!("dcaccount:https://{}/new", cfg.mail_domain));
     }
-    let email = format!(
-        "{}@{}",
-        invite::random_local(cfg.username_max_length),
-        cfg.address_domain()
-    );
-    let password = invite::random_password();
+    let (email, password, dclogin_url) = pages::fresh_dclogin(cfg);
     let mut v = serde_json::json!({ "email": email, "password": password });
     if self_signed {
-        v["dclogin_url"] = invite::dclogin(&email, &password, None).into();
+        v["dclogin_url"] = dclogin_url.into();
     }
     (
         [

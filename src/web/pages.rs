@@ -60,7 +60,9 @@ pub fn dcaccount_link(cfg: &Config) -> String {
     format!("DCACCOUNT:https://{}/new", cfg.mail_domain)
 }
 
-/// Fresh credentials as a `dclogin:` link (same shape as `/new`'s `dclogin_url`).
+/// Fresh credentials `(email, password, dclogin_url)`; `/new` and the self-signed index use
+/// them. IP-only relays name the host and implicit-TLS ports in the link (relay-behaviour
+/// §4.3), since the client cannot run autoconfig for an address literal.
 pub fn fresh_dclogin(cfg: &Config) -> (String, String, String) {
     let email = format!(
         "{}@{}",
@@ -68,7 +70,13 @@ pub fn fresh_dclogin(cfg: &Config) -> (String, String, String) {
         cfg.address_domain()
     );
     let password = invite::random_password();
-    let url = invite::dclogin(&email, &password, None);
+    let ip = cfg.ip_domain().map(|ip| ip.to_string());
+    let ep = ip.as_deref().map(|host| invite::Endpoints {
+        host,
+        imap_port: cfg.ports.imaps,
+        smtp_port: cfg.ports.submissions,
+    });
+    let url = invite::dclogin(&email, &password, ep.as_ref());
     (email, password, url)
 }
 
@@ -252,5 +260,11 @@ mod tests {
         assert!(no_store);
         assert!(index.contains("href=\"dclogin:"));
         assert!(index.contains("&amp;v=1&amp;ic=3"));
+        cfg.mail_domain = "192.0.2.7".into();
+        cfg.ports.imaps = 993;
+        cfg.ports.submissions = 465;
+        let (email, _, url) = fresh_dclogin(&cfg);
+        assert!(email.ends_with("@[192.0.2.7]"));
+        assert!(url.contains("&ih=192.0.2.7&ip=993&is=ssl&sh=192.0.2.7&sp=465&ss=ssl&ic=3"));
     }
 }
