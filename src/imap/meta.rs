@@ -46,22 +46,48 @@ fn valid_token(t: &[u8]) -> bool {
     !t.is_empty() && t.len() <= MAX_TOKEN && t.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
-/// Single-line minified JSON of the operator's `appversions_file`, else [`APPVERSIONS_DEFAULT`].
-/// Re-read on every request so the operator can replace the file without a restart.
+/// Single-line minified JSON of the operator's `appversions_file` (key order kept), else
+/// [`APPVERSIONS_DEFAULT`]. Re-read on every request so the operator can replace the file
+/// without a restart.
 fn appversions(cfg: &crate::config::Config) -> String {
     let Some(path) = &cfg.appversions_file else {
         return APPVERSIONS_DEFAULT.to_string();
     };
-    let parsed = std::fs::read(path)
+    let checked = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()));
-    match parsed {
-        Ok(v) => v.to_string(),
+        .and_then(|t| {
+            serde_json::from_str::<serde::de::IgnoredAny>(&t)
+                .map(|_| t)
+                .map_err(|e| e.to_string())
+        });
+    match checked {
+        Ok(text) => minify_json(&text),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "appversions_file unusable");
             APPVERSIONS_DEFAULT.to_string()
         }
     }
+}
+
+/// Drop the whitespace outside strings of valid JSON.
+fn minify_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_str, mut esc) = (false, false);
+    for ch in text.chars() {
+        if in_str {
+            out.push(ch);
+            match (esc, ch) {
+                (true, _) => esc = false,
+                (false, '\\') => esc = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+        } else if !ch.is_whitespace() {
+            in_str = ch == '"';
+            out.push(ch);
+        }
+    }
+    out
 }
 
 impl Session {
@@ -250,5 +276,16 @@ impl Session {
             self.send(&codec::encode_data(d));
         }
         Ok(codec::ok(tag, None, &r::completed("GETQUOTA")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minify_json;
+
+    #[test]
+    fn minify_keeps_strings_and_order() {
+        let t = "{\n \"b\" : [1, 2],\n \"a\": \"x y \\\" z\\\\\" }\n";
+        assert_eq!(minify_json(t), r#"{"b":[1,2],"a":"x y \" z\\"}"#);
     }
 }
