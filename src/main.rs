@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use chatmail_box::config::Config;
 use chatmail_box::store::{Account, Store};
-use chatmail_box::{auth, invite, net, Ctx};
+use chatmail_box::{auth, device, invite, net, Ctx};
 
 #[derive(Parser)]
 #[command(name = "chatmail-box", version, about = "A chatmail relay for Delta Chat in one binary")]
@@ -125,6 +125,10 @@ fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let ctx = Ctx::new(cfg)?;
+        // Appliance LED / watchdog / display: inert unless `[device]` is configured.
+        let dev_cfg = device::DeviceConfig::from_settings(&ctx.cfg.device);
+        let dev =
+            (!dev_cfg.is_empty()).then(|| device::Device::start(&dev_cfg, &ctx.cfg.mail_domain));
         let listeners = net::bind_all(&ctx).await?;
         // Generate the DKIM key now (not at the first outgoing message) so `dns` can print it.
         let c = ctx.clone();
@@ -140,9 +144,19 @@ fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
         if let Some(host) = invite_host {
             println!("{}", invite::terminal_invite(&ctx.cfg, &host));
         }
+        let monitor = async {
+            match &dev {
+                Some(d) => d.monitor(&ctx.cfg.data_dir, std::time::Duration::from_secs(10)).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = net::serve(ctx.clone(), listeners) => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
+            _ = monitor => {}
+        }
+        if let Some(d) = dev {
+            d.shutdown().await;
         }
         Ok(())
     })

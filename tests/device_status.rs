@@ -175,3 +175,32 @@ fn disk_and_clock_probes_answer_on_this_machine() {
     assert!((0.0..=100.0).contains(&p), "{p}");
     assert!(chatmail_box::device::status::clock_synced().is_some());
 }
+
+#[test]
+fn device_table_in_config() {
+    use chatmail_box::config::Config;
+    use chatmail_box::device::{DeviceConfig, Display};
+    let text = r#"
+mail_domain = "box.example"
+
+[device]
+led = "ACT"
+watchdog = "/dev/watchdog"
+watchdog_interval = 3
+display = "/dev/fb0"
+"#;
+    let (cfg, warnings) = Config::parse(text, std::path::Path::new("t.toml")).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let d = DeviceConfig::from_settings(&cfg.device);
+    assert_eq!(d.led.as_deref(), Some("ACT"));
+    assert_eq!(d.led_root, std::path::PathBuf::from("/sys/class/leds"));
+    assert_eq!(d.watchdog_interval, Duration::from_secs(3));
+    assert_eq!(d.display, Display::Fbdev("/dev/fb0".into()));
+
+    let (cfg, _) =
+        Config::parse("mail_domain = \"box.example\"\n", std::path::Path::new("t")).unwrap();
+    assert!(DeviceConfig::from_settings(&cfg.device).is_empty());
+
+    let bad = "mail_domain = \"box.example\"\n[device]\nled_name = \"ACT\"\n";
+    assert!(Config::parse(bad, std::path::Path::new("t")).is_err());
+}

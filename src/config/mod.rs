@@ -169,6 +169,27 @@ pub struct Config {
     pub turn_port: u16,
     /// JSON served as METADATA `appversions`; default an empty client list.
     pub appversions_file: Option<PathBuf>,
+
+    // ---- appliance (src/device) ----
+    /// `[device]`: status LED, watchdog and display of the Raspberry Pi appliance; all off.
+    pub device: DeviceSettings,
+}
+
+/// The `[device]` table (src/device): everything off unless set, and inert without hardware.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceSettings {
+    /// LED class name looked up under /sys/class/leds at run time (e.g. "ACT"; "led0" is found
+    /// for "ACT" on older Pi kernels).
+    pub led: Option<String>,
+    /// Directory holding the LED class devices; default /sys/class/leds.
+    pub led_root: Option<PathBuf>,
+    /// Watchdog device petted while the relay can serve (e.g. "/dev/watchdog").
+    pub watchdog: Option<PathBuf>,
+    /// Seconds between pets; default 5 (the Pi's bcm2835 watchdog times out after 15 s).
+    pub watchdog_interval: Option<u64>,
+    /// "none" (default) or a framebuffer device such as "/dev/fb0".
+    pub display: Option<String>,
 }
 
 impl Default for Config {
@@ -224,6 +245,7 @@ impl Default for Config {
             turn_host: None,
             turn_port: 3478,
             appversions_file: None,
+            device: DeviceSettings::default(),
         }
     }
 }
@@ -490,6 +512,7 @@ fn known_keys() -> Vec<&'static str> {
         "turn_host",
         "turn_port",
         "appversions_file",
+        "device",
     ];
     v.extend_from_slice(KNOWN_LEGACY);
     v

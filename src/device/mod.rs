@@ -62,6 +62,24 @@ impl Default for DeviceConfig {
 }
 
 impl DeviceConfig {
+    /// From the config file's `[device]` table.
+    pub fn from_settings(s: &crate::config::DeviceSettings) -> DeviceConfig {
+        let d = DeviceConfig::default();
+        DeviceConfig {
+            led: s.led.clone().filter(|l| !l.is_empty()),
+            led_root: s.led_root.clone().unwrap_or(d.led_root),
+            watchdog: s.watchdog.clone(),
+            watchdog_interval: s
+                .watchdog_interval
+                .map(|n| Duration::from_secs(n.max(1)))
+                .unwrap_or(d.watchdog_interval),
+            display: match s.display.as_deref() {
+                None | Some("") | Some("none") => Display::None,
+                Some(p) => Display::Fbdev(PathBuf::from(p)),
+            },
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.led.is_none() && self.watchdog.is_none() && self.display == Display::None
     }
@@ -192,6 +210,25 @@ impl Device {
             changed
         });
         s
+    }
+
+    /// Re-measures what this process can see by itself (disk usage of `data_dir`, clock sync)
+    /// every `every`, with the listeners up and setup done; runs until dropped.
+    pub async fn monitor(&self, data_dir: &std::path::Path, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let inputs = Inputs {
+                started: true,
+                listeners_up: true,
+                setup_done: true,
+                disk_used_percent: status::disk_used_percent(data_dir),
+                clock_synced: status::clock_synced(),
+                ..Inputs::default()
+            };
+            let s = self.update(&inputs);
+            tracing::debug!(status = ?s, "device status");
+        }
     }
 
     /// Stops the tasks: the watchdog is magic-closed and the LED gets its old trigger back.
