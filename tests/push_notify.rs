@@ -253,3 +253,17 @@ async fn queue_survives_a_restart() {
     );
     wait_queue_empty(&relay, 10).await;
 }
+
+#[tokio::test]
+async fn empty_push_url_sends_nothing_and_keeps_no_queue() {
+    let gw = FakeGateway::start().await;
+    let relay = relay_for(&gw, |c| c.push_url = String::new()).await;
+    let _worker = chatmail_box::push::spawn(relay.ctx.clone()).unwrap();
+    let (alice, bob) = (addr("pushalic6"), addr("pushbob06"));
+    set_tokens(&relay, &alice, &[]).await;
+    set_tokens(&relay, &bob, &["unused-token"]).await;
+    send(&relay, &alice, &[&bob]).await;
+    wait_queue_empty(&relay, 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(gw.posts().is_empty());
+}

@@ -64,16 +64,33 @@ pub fn classify(res: &anyhow::Result<u16>) -> Outcome {
     }
 }
 
-/// Start the push worker. Fails on a bad `push_url`; with an empty `push_url` the worker does
-/// nothing (the handle's task ends at once and queued items stay).
+/// Start the push worker. Fails on a bad `push_url`; with an empty `push_url` nothing is sent
+/// and queued items are discarded.
 pub fn spawn(ctx: Arc<Ctx>) -> anyhow::Result<JoinHandle<()>> {
     let gw = Gateway::new(&ctx.cfg)?;
     Ok(tokio::spawn(async move {
         match gw {
             Some(gw) => run(ctx, Arc::new(gw)).await,
-            None => tracing::info!("push notifications disabled (push_url is empty)"),
+            None => {
+                tracing::info!("push notifications disabled (push_url is empty)");
+                discard(&ctx.store).await
+            }
         }
     }))
+}
+
+/// Push disabled: keep the queue empty.
+async fn discard(store: &Store) {
+    loop {
+        blocking(store, |s| {
+            for item in s.push_items()? {
+                s.push_remove(item.id)?;
+            }
+            Ok(())
+        })
+        .await;
+        store.push_wait().await;
+    }
 }
 
 async fn blocking<T: Send + 'static>(
