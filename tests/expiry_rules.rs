@@ -67,8 +67,14 @@ async fn old_mail_goes_recent_mail_stays() {
     store
         .append(&a, "DeltaChat", Flags::empty(), now - 22 * DAY, b"y")
         .unwrap();
+    let mut changes = store.subscribe(&a);
+    changes.borrow_and_update();
     let r = run_once(cfg, store, now).unwrap();
     assert_eq!(r.old, 3, "{r:?}");
+    assert!(
+        changes.has_changed().unwrap(),
+        "IDLE sessions of the owner are told about the expunge"
+    );
     assert_eq!(
         inbox_dates(store, &a),
         vec![now - 19 * DAY, now - 3600],
