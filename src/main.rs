@@ -119,9 +119,23 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// glibc keeps freed memory per thread arena and raises its mmap threshold after large frees,
+/// so the 4 MiB argon2 buffers of logins on blocking threads would stay resident. Two arenas
+/// and a fixed threshold give it back. (The appliance's static musl build does not need this.)
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
+    tune_allocator();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(64)
         .build()?;
     rt.block_on(async move {
         let ctx = Ctx::new(cfg)?;
