@@ -335,6 +335,9 @@ async fn corpus_through_submission_465() {
                 assert_eq!(subjects, ["Subject: [...]"], "{}", case.name);
                 assert!(!has_header(got, "Received"), "{}", case.name);
                 assert!(!has_header(got, "DKIM-Signature"), "{}", case.name);
+                // The client's address (in the dropped Received line) is stored nowhere.
+                let text = String::from_utf8_lossy(got);
+                assert!(!text.contains("127.0.0.1"), "{}", case.name);
                 // The body is untouched.
                 let (sent_body, got_body) = (body_of(&msg), body_of(got));
                 assert_eq!(sent_body, got_body, "{}", case.name);
@@ -453,4 +456,62 @@ async fn rate_limit_burst_then_450_at_rcpt_then_recovers() {
     let mut c2 = submission(&relay, &carol).await;
     let msg = chat_message(&carol);
     assert_eq!(transaction(&mut c2, &carol, &bob, &msg).await, QUEUED);
+}
+
+#[tokio::test]
+async fn submission_sender_rules_at_their_stages() {
+    let relay = TestRelay::start().await;
+    let (alice, bob) = (addr("alice0001"), addr("bob000001"));
+    relay.ctx.auth.login(&bob, PASS).await.unwrap();
+    let mut c = submission(&relay, &alice).await;
+    // Envelope sender not the login: MAIL passes, RCPT gets 553 (as Postfix does).
+    let (code, text) = cmd(&mut c, &format!("MAIL FROM:<{bob}>")).await;
+    assert_eq!(code, 250, "{text}");
+    let (_, text) = cmd(&mut c, &format!("RCPT TO:<{bob}>")).await;
+    assert_eq!(
+        text.trim_end(),
+        "553 5.7.1 Sender address rejected: not owned by user"
+    );
+    assert_eq!(cmd(&mut c, "RSET").await.0, 250);
+    // Header From not the envelope sender: 500 at the end of DATA, even when encrypted.
+    let reply = transaction(&mut c, &alice, &bob, &chat_message(&bob)).await;
+    assert_eq!(
+        reply,
+        format!("500 5.7.1 Invalid FROM <{bob}> for <{alice}>")
+    );
+    assert!(inbox(&relay, &bob).is_empty());
+    // A mailer-daemon report written by a user is not exempt: its From does not match.
+    let reply = transaction(&mut c, &alice, &bob, &mailer_daemon_report()).await;
+    assert_eq!(
+        reply,
+        format!("500 5.7.1 Invalid FROM <MAILER-DAEMON@other.example> for <{alice}>")
+    );
+    assert!(inbox(&relay, &bob).is_empty());
+    // The same session still sends a good message.
+    let reply = transaction(&mut c, &alice, &bob, &chat_message(&alice)).await;
+    assert_eq!(reply, QUEUED);
+    assert_eq!(inbox(&relay, &bob).len(), 1);
+}
+
+#[tokio::test]
+async fn mx_null_sender_report_and_from_mismatch_pass() {
+    let relay = TestRelay::start().await;
+    let bob = addr("bob000001");
+    relay.ctx.auth.login(&bob, PASS).await.unwrap();
+    let mut c = mx(&relay).await;
+    // A bounce as mailer daemons send it: null envelope sender.
+    let report = mailer_daemon(LIT_DAEMON);
+    assert_eq!(transaction(&mut c, "", &bob, &report).await, QUEUED);
+    assert_eq!(inbox(&relay, &bob), vec![report]);
+    // Header From and envelope sender differ (forwarding): accepted, not refused.
+    let msg = chat_message(LIT_FROM);
+    assert_eq!(
+        transaction(&mut c, "other@[127.0.0.1]", &bob, &msg).await,
+        QUEUED
+    );
+    assert_eq!(inbox(&relay, &bob).len(), 2);
+    // Cleartext with a null sender is still refused.
+    let reply = transaction(&mut c, "", &bob, &plain(LIT_FROM)).await;
+    assert_eq!(reply, ENC_NEEDED);
+    assert_eq!(inbox(&relay, &bob).len(), 2);
 }
