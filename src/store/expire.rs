@@ -262,3 +262,37 @@ impl Store {
         total
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Account, Flags, INBOX};
+
+    #[test]
+    fn counters_are_rebuilt_for_a_store_that_predates_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let a = "someone@example.org";
+        store
+            .put_account(&Account {
+                addr: a.into(),
+                password_hash: String::new(),
+                created: 0,
+                enforce_e2ee: true,
+                last_login_day: 0,
+            })
+            .unwrap();
+        store.append(a, INBOX, Flags::empty(), 1, b"12345").unwrap();
+        store.append(a, INBOX, Flags::SEEN, 2, b"123").unwrap();
+        assert_eq!(store.usage(a).unwrap(), 8);
+        // Simulate the old layout: no counters at all.
+        store.inner.mailboxes.remove(usage_key(a)).unwrap();
+        store.inner.mailboxes.remove(USAGE_READY).unwrap();
+        assert_eq!(store.usage(a).unwrap(), 0);
+        store.init_usage().unwrap();
+        assert_eq!(store.usage(a).unwrap(), 8);
+        assert_eq!(store.usage_scan(a).unwrap(), 8);
+        // The counter keys are invisible to the mailbox listing.
+        assert_eq!(store.mailboxes(a).unwrap(), vec![INBOX.to_string()]);
+    }
+}
