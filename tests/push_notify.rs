@@ -267,3 +267,19 @@ async fn empty_push_url_sends_nothing_and_keeps_no_queue() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(gw.posts().is_empty());
 }
+
+#[tokio::test]
+async fn connections_are_kept_alive() {
+    let gw = FakeGateway::start().await;
+    let relay = relay_for(&gw, |_| {}).await;
+    let _worker = chatmail_box::push::spawn(relay.ctx.clone()).unwrap();
+    let (alice, bob) = (addr("pushalic7"), addr("pushbob07"));
+    set_tokens(&relay, &alice, &[]).await;
+    set_tokens(&relay, &bob, &["keepalive-token"]).await;
+    for n in 1..=3 {
+        send(&relay, &alice, &[&bob]).await;
+        gw.wait_posts(n, 20).await;
+        wait_queue_empty(&relay, 10).await;
+    }
+    assert_eq!(gw.connections(), 1, "one connection for sequential pushes");
+}

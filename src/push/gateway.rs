@@ -1,11 +1,11 @@
 //! The HTTP client for the notification gateway: `POST <push_url>` with the raw device token as
-//! body, over HTTP/1.1 (https with rustls + ring, webpki roots plus `extra_root_certs`; plain
-//! http only for tests and private gateways).
+//! body, over kept-alive HTTP/1.1 connections (https with rustls + ring, webpki roots plus
+//! `extra_root_certs`; plain http only for tests and private gateways).
 //!
 //! Owns: connecting, TLS, the request shape. Must not know: the queue, retry policy, tokens'
 //! owners.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -23,6 +23,8 @@ use crate::config::Config;
 
 /// Whole-request timeout (§13: 60 s).
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle keep-alive connections kept at most (one per worker slot).
+const MAX_IDLE: usize = super::CONCURRENCY;
 
 /// Where and how to POST.
 pub struct Gateway {
@@ -30,6 +32,8 @@ pub struct Gateway {
     host: String,
     port: u16,
     tls: Option<Arc<ClientConfig>>,
+    /// Kept-alive HTTP/1.1 connections, reused for the next POST.
+    idle: Mutex<Vec<Sender>>,
 }
 
 impl Gateway {
@@ -62,6 +66,7 @@ impl Gateway {
             host,
             port,
             tls,
+            idle: Mutex::new(Vec::new()),
         }))
     }
 
@@ -74,6 +79,42 @@ impl Gateway {
     }
 
     async fn post_inner(&self, token: &str) -> anyhow::Result<u16> {
+        // A kept-alive connection may have been closed by the gateway meanwhile: on failure
+        // try once more on a fresh one.
+        if let Some(mut send) = self.take_idle() {
+            if let Ok(status) = self.send_on(&mut send, token).await {
+                self.put_idle(send);
+                return Ok(status);
+            }
+        }
+        let mut send = self.connect().await?;
+        let status = self.send_on(&mut send, token).await?;
+        self.put_idle(send);
+        Ok(status)
+    }
+
+    fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(s) = idle.pop() {
+            if s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, s: Sender) {
+        if !s.is_ready() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push(s);
+            }
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<Sender> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| anyhow!("push gateway connect: {e}"))?;
@@ -86,22 +127,16 @@ impl Gateway {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| anyhow!("push gateway TLS: {e}"))?;
-                self.request(TokioIo::new(tls), token).await
+                handshake(TokioIo::new(tls)).await
             }
-            None => self.request(TokioIo::new(tcp), token).await,
+            None => handshake(TokioIo::new(tcp)).await,
         }
     }
 
-    async fn request<I>(&self, io: I, token: &str) -> anyhow::Result<u16>
-    where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+    async fn send_on(&self, send: &mut Sender, token: &str) -> anyhow::Result<u16> {
+        send.ready()
             .await
-            .map_err(|e| anyhow!("push gateway HTTP: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+            .map_err(|e| anyhow!("push gateway connection: {e}"))?;
         let authority = self
             .uri
             .authority()
@@ -121,10 +156,25 @@ impl Gateway {
             .await
             .map_err(|e| anyhow!("push gateway request: {e}"))?;
         let status = resp.status().as_u16();
-        // Drain a little of the body so the connection ends cleanly.
+        // Read the (small) body so the connection can carry the next request.
         let _ = Limited::new(resp.into_body(), 4096).collect().await;
         Ok(status)
     }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn handshake<I>(io: I) -> anyhow::Result<Sender>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| anyhow!("push gateway HTTP: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
 }
 
 fn client_config(extra: Option<&std::path::Path>) -> anyhow::Result<Arc<ClientConfig>> {

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 #[derive(Default)]
 struct State {
     posts: Vec<String>,
+    connections: usize,
     script: VecDeque<u16>,
 }
 
@@ -43,6 +44,7 @@ impl FakeGateway {
                     continue;
                 };
                 let st = st.clone();
+                st.lock().unwrap().connections += 1;
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let st = st.clone();
@@ -78,6 +80,11 @@ impl FakeGateway {
     /// Status codes for the next POSTs, in order.
     pub fn script(&self, statuses: &[u16]) {
         self.state.lock().unwrap().script.extend(statuses);
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 
     pub fn posts(&self) -> Vec<String> {
