@@ -170,3 +170,33 @@ async fn getquotaroot_matches_the_mailbox_after_deliveries_and_expunge() {
     let store = &relay.ctx.store;
     assert_eq!(store.usage(&b).unwrap(), store.usage_scan(&b).unwrap());
 }
+
+#[tokio::test]
+async fn inbound_to_a_full_mailbox_gets_552_on_port_25() {
+    let relay = TestRelay::start_with(|c| c.max_mailbox_size = 100_000).await;
+    let store = &relay.ctx.store;
+    let b = addr("fullbox02");
+    relay.ctx.auth.login(&b, PASS).await.unwrap();
+    store
+        .append(&b, INBOX, Flags::empty(), now_unix(), &[b'x'; 95_000])
+        .unwrap();
+    let mut c = LineClient::plain(relay.addr(Service::Mx)).await;
+    assert_eq!(c.smtp_reply().await.0, 220);
+    assert_eq!(cmd(&mut c, "EHLO [127.0.0.1]").await.0, 250);
+    assert_eq!(cmd(&mut c, "STARTTLS").await.0, 220);
+    let mut c = c.upgrade().await;
+    assert_eq!(cmd(&mut c, "EHLO [127.0.0.1]").await.0, 250);
+    // An IP-literal sender matching the connection needs no DKIM.
+    let from = "peer@[127.0.0.1]";
+    assert_eq!(cmd(&mut c, &format!("MAIL FROM:<{from}>")).await.0, 250);
+    assert_eq!(cmd(&mut c, &format!("RCPT TO:<{b}>")).await.0, 250);
+    assert_eq!(cmd(&mut c, "DATA").await.0, 354);
+    c.send_raw(&data_of(&pgp_message(from, &b, 20_000, "")))
+        .await;
+    let (code, text) = c.smtp_reply().await;
+    assert_eq!(
+        (code, text.trim_end()),
+        (552, "552 5.2.2 Quota exceeded (mailbox for user is full)")
+    );
+    assert_eq!(inbox_sizes(&relay, &b), vec![95_000]);
+}

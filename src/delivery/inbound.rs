@@ -84,8 +84,13 @@ pub async fn deliver(
         unknown = delivery.missing.len(),
         "inbound message delivered"
     );
-    if !delivery.missing.is_empty() && !accepted.null_sender && !sender.is_empty() {
-        let failed: Vec<(String, String)> = delivery
+    if delivery.delivered.is_empty() && delivery.missing.is_empty() && !delivery.full.is_empty() {
+        // Every recipient is over quota: refuse, so the sending server reports it.
+        tracing::info!(recipients = delivery.full.len(), "inbound: quota exceeded");
+        return Err(crate::replies::smtp::QUOTA_EXCEEDED.to_string());
+    }
+    if !accepted.null_sender && !sender.is_empty() {
+        let mut failed: Vec<(String, String)> = delivery
             .missing
             .iter()
             .map(|a| {
@@ -93,8 +98,16 @@ pub async fn deliver(
                 (a.clone(), line)
             })
             .collect();
-        if let Err(e) = super::send_bounce(ctx, sender, &failed, original).await {
-            tracing::error!("inbound: bounce for unknown users failed: {e}");
+        failed.extend(
+            delivery
+                .full
+                .iter()
+                .map(|a| (a.clone(), crate::replies::smtp::QUOTA_EXCEEDED.to_string())),
+        );
+        if !failed.is_empty() {
+            if let Err(e) = super::send_bounce(ctx, sender, &failed, original).await {
+                tracing::error!("inbound: bounce for undeliverable recipients failed: {e}");
+            }
         }
     }
     Ok(())
