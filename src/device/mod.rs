@@ -14,6 +14,7 @@
 
 pub mod fb;
 pub mod led;
+pub mod oled;
 pub mod qr;
 pub mod status;
 pub mod watchdog;
