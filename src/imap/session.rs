@@ -81,7 +81,9 @@ pub async fn run(ctx: Arc<Ctx>, conn: Conn) {
         conn: Some(conn),
         framer: Framer::new(limits),
         out: Vec::with_capacity(4096),
-        rbuf: vec![0; 16 * 1024],
+        // Small: an IDLE session costs this much for as long as it is open; large literals are
+        // read in several passes.
+        rbuf: vec![0; 4 * 1024],
         addr: None,
         rx: None,
         sel: None,
