@@ -121,7 +121,9 @@ mod tests {
     fn random_credentials_have_the_right_shape() {
         let l = random_local(9);
         assert_eq!(l.len(), 9);
-        assert!(l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(l
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         assert_ne!(random_password(), random_password());
         assert!(terminal_qr("dclogin:x").contains('█'));
     }

@@ -10,7 +10,11 @@ use chatmail_box::store::{Account, Store};
 use chatmail_box::{auth, device, invite, net, Ctx};
 
 #[derive(Parser)]
-#[command(name = "chatmail-box", version, about = "A chatmail relay for Delta Chat in one binary")]
+#[command(
+    name = "chatmail-box",
+    version,
+    about = "A chatmail relay for Delta Chat in one binary"
+)]
 struct Cli {
     /// Configuration file (TOML). Default: <data-dir>/config.toml if it exists, else built-in
     /// defaults.
@@ -98,8 +102,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -160,7 +163,10 @@ fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
         }
         let monitor = async {
             match &dev {
-                Some(d) => d.monitor(&ctx.cfg.data_dir, std::time::Duration::from_secs(10)).await,
+                Some(d) => {
+                    d.monitor(&ctx.cfg.data_dir, std::time::Duration::from_secs(10))
+                        .await
+                }
                 None => std::future::pending().await,
             }
         };
@@ -197,7 +203,10 @@ fn dns(mut cfg: Config, ips: Vec<std::net::IpAddr>, check: bool) -> anyhow::Resu
         }
     }
     if cfg.ip_domain().is_some() {
-        println!("; {} is an IP-only relay: no DNS zone, no DKIM", cfg.mail_domain);
+        println!(
+            "; {} is an IP-only relay: no DNS zone, no DKIM",
+            cfg.mail_domain
+        );
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -260,7 +269,10 @@ fn account(cfg: Config, cmd: AccountCmd) -> anyhow::Result<()> {
             let generated = password.is_none();
             let password = password.unwrap_or_else(invite::random_password);
             if password.chars().count() < cfg.password_min_length {
-                bail!("password shorter than password_min_length ({})", cfg.password_min_length);
+                bail!(
+                    "password shorter than password_min_length ({})",
+                    cfg.password_min_length
+                );
             }
             store.put_account(&Account {
                 addr: addr.clone(),

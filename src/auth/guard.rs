@@ -96,7 +96,10 @@ mod tests {
             min_available_memory: u64::MAX,
             ..generous.clone()
         };
-        assert_eq!(resources_ok(&mem, Path::new("/")), Err("too little free memory"));
+        assert_eq!(
+            resources_ok(&mem, Path::new("/")),
+            Err("too little free memory")
+        );
         let load = ResourceLimits {
             max_load_1m: -1.0,
             ..generous

@@ -130,7 +130,9 @@ impl Auth {
         }
         if self.cfg.nocreate || self.cfg.nocreate_file().exists() {
             tracing::info!(reason = "kill switch", "registration rejected");
-            return Err(AuthError::CreationRefused("account creation is switched off"));
+            return Err(AuthError::CreationRefused(
+                "account creation is switched off",
+            ));
         }
         if let Err(why) = resources_ok(&self.limits, &self.cfg.data_dir) {
             tracing::warn!(reason = why, "registration rejected");
@@ -159,7 +161,12 @@ impl Auth {
         }
     }
 
-    async fn check(&self, acct: Account, password: &str, addr: String) -> Result<String, AuthError> {
+    async fn check(
+        &self,
+        acct: Account,
+        password: &str,
+        addr: String,
+    ) -> Result<String, AuthError> {
         if acct.password_hash.is_empty() {
             tracing::error!("account has an empty password record");
             return Err(AuthError::Failed);
@@ -174,7 +181,9 @@ impl Auth {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AuthError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AuthError::Internal(e.to_string()))

@@ -365,7 +365,10 @@ impl Config {
             return Err(invalid("max_user_send_burst_size", "must be at least 1"));
         }
         if self.max_line_length < 1000 {
-            return Err(invalid("max_line_length", "must be at least 1000 (RFC 5321)"));
+            return Err(invalid(
+                "max_line_length",
+                "must be at least 1000 (RFC 5321)",
+            ));
         }
         if self.dkim_selector.is_empty()
             || !self
@@ -377,7 +380,10 @@ impl Config {
         }
         if let Some(ns) = &self.dns_nameserver {
             if parse_nameserver(ns).is_none() {
-                return Err(invalid("dns_nameserver", format!("{ns:?} is not IP or IP:port")));
+                return Err(invalid(
+                    "dns_nameserver",
+                    format!("{ns:?} is not IP or IP:port"),
+                ));
             }
         }
         if self.delivery_retry_base == 0 {
@@ -561,11 +567,15 @@ mod tests {
         assert!(e.contains("max_message_size"), "{e}");
         let e = parse("tls = \"files\"").unwrap_err().to_string();
         assert!(e.contains("tls_cert"), "{e}");
-        let e = parse("tls_external_cert_and_key = \"/a\"").unwrap_err().to_string();
+        let e = parse("tls_external_cert_and_key = \"/a\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tls_external_cert_and_key"), "{e}");
         let e = parse("mail_domain = \"../x\"").unwrap_err().to_string();
         assert!(e.contains("mail_domain"), "{e}");
-        let e = parse("max_mailbox_size = \"lots\"").unwrap_err().to_string();
+        let e = parse("max_mailbox_size = \"lots\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_mailbox_size"), "{e}");
     }
 

@@ -42,7 +42,10 @@ impl Conn {
                 match tokio::time::timeout(std::time::Duration::from_secs(30), fut).await {
                     Ok(Ok(s)) => Ok(Conn::Tls(Box::new(s))),
                     Ok(Err(e)) => Err(e),
-                    Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout")),
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "TLS handshake timeout",
+                    )),
                 }
             }
             Conn::Tls(_) => Err(io::Error::other("TLS already active")),
@@ -64,7 +67,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

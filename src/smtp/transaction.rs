@@ -228,7 +228,11 @@ impl Session {
             Verdict::Reject(reply) => return self.rejected(&reply, "policy"),
         };
         let stored = if self.service == Service::Mx {
-            let sender = if accepted.null_sender { "" } else { txn.sender.as_str() };
+            let sender = if accepted.null_sender {
+                ""
+            } else {
+                txn.sender.as_str()
+            };
             crate::delivery::inbound::deliver(&self.ctx, sender, &txn.rcpts, accepted, &body).await
         } else {
             self.store_submission(&txn, accepted.message).await
@@ -250,7 +254,11 @@ impl Session {
         let message = crate::policy::clean_delivery_headers(&message);
         let mut remote: Vec<(String, Vec<String>)> = Vec::new();
         for a in &txn.remote {
-            let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or_default().to_string();
+            let domain = a
+                .rsplit_once('@')
+                .map(|(_, d)| d)
+                .unwrap_or_default()
+                .to_string();
             match remote.iter_mut().find(|(d, _)| *d == domain) {
                 Some((_, list)) => list.push(a.clone()),
                 None => remote.push((domain, vec![a.clone()])),

@@ -39,7 +39,12 @@ struct Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -112,8 +117,10 @@ impl Tls {
                 if now != last {
                     match load_certified_key(&cert, &key) {
                         Ok(k) => {
-                            *me.resolver.current.write().unwrap_or_else(|e| e.into_inner()) =
-                                Arc::new(k);
+                            *me.resolver
+                                .current
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner()) = Arc::new(k);
                             tracing::info!("reloaded TLS certificate");
                             last = now;
                         }
@@ -138,7 +145,8 @@ fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError>
     if certs.is_empty() {
         return Err(TlsError::File(cert.into(), "no certificate in file".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File(key.into(), e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File(key.into(), e.to_string()))?;
     let signing = provider::sign::any_supported_type(&key)
         .map_err(|e| TlsError::File(PathBuf::from("key"), e.to_string()))?;
     Ok(CertifiedKey::new(certs, signing))
@@ -161,7 +169,11 @@ pub fn generate_self_signed(domain: &str, dir: &Path) -> Result<(), TlsError> {
     if let Ok(ip) = domain.parse::<std::net::IpAddr>() {
         params.subject_alt_names.push(SanType::IpAddress(ip));
     } else {
-        for name in [domain.to_string(), format!("www.{domain}"), format!("mta-sts.{domain}")] {
+        for name in [
+            domain.to_string(),
+            format!("www.{domain}"),
+            format!("mta-sts.{domain}"),
+        ] {
             params
                 .subject_alt_names
                 .push(SanType::DnsName(name.try_into().map_err(gen)?));
