@@ -37,6 +37,8 @@ impl Session {
                     }
                 };
             }
+            // An IDLE connection may wait for hours: hold no output buffer meanwhile.
+            self.out = Vec::new();
             match self.wait_idle(keepalive).await? {
                 Wake::Input => {}
                 Wake::Changed => self.force_sync(Mode::ALL).await?,

@@ -56,7 +56,7 @@ pub struct Session {
     pub ctx: Arc<Ctx>,
     conn: Option<Conn>,
     pub framer: Framer,
-    out: Vec<u8>,
+    pub(super) out: Vec<u8>,
     rbuf: Vec<u8>,
     /// Logged-in address.
     pub addr: Option<String>,
