@@ -351,17 +351,20 @@ impl Session {
         decode_response(&String::from_utf8_lossy(&line))
     }
 
-    async fn sasl_plain(&mut self, initial: String) -> Sasl {
-        let msg = if initial.is_empty() {
-            match self.sasl_response(r::AUTH_CONTINUE).await {
-                Ok(m) => m,
-                Err(s) => return s,
-            }
+    /// The first SASL response: the initial response given with AUTH, or else the answer to
+    /// `prompt`.
+    async fn first_response(&mut self, initial: &str, prompt: &str) -> Result<Vec<u8>, Sasl> {
+        if initial.is_empty() {
+            self.sasl_response(prompt).await
         } else {
-            match decode_response(&initial) {
-                Ok(m) => m,
-                Err(s) => return s,
-            }
+            decode_response(initial)
+        }
+    }
+
+    async fn sasl_plain(&mut self, initial: String) -> Sasl {
+        let msg = match self.first_response(&initial, r::AUTH_CONTINUE).await {
+            Ok(m) => m,
+            Err(s) => return s,
         };
         match sasl::plain(&msg) {
             Some((user, pass)) => Sasl::Creds(user, pass),
@@ -370,16 +373,9 @@ impl Session {
     }
 
     async fn sasl_login(&mut self, initial: String) -> Sasl {
-        let user = if initial.is_empty() {
-            match self.sasl_response(r::AUTH_USERNAME).await {
-                Ok(m) => m,
-                Err(s) => return s,
-            }
-        } else {
-            match decode_response(&initial) {
-                Ok(m) => m,
-                Err(s) => return s,
-            }
+        let user = match self.first_response(&initial, r::AUTH_USERNAME).await {
+            Ok(m) => m,
+            Err(s) => return s,
         };
         let pass = match self.sasl_response(r::AUTH_PASSWORD).await {
             Ok(m) => m,
