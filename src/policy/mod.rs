@@ -160,6 +160,33 @@ fn log_decision(direction: &'static str, decision: &'static str, reason: &'stati
     tracing::info!(direction, decision, reason, "policy decision");
 }
 
+/// The checks both directions start with: size, parse, a first header From. Returns the parsed
+/// message and, if the header From differs from the envelope sender (case-insensitively), that
+/// From; or the reason and reply of a rejection.
+fn parse_with_from<'m>(
+    msg: &'m [u8],
+    sender: &str,
+    cfg: &Config,
+) -> Result<(mail_parser::Message<'m>, Option<String>), (&'static str, Reply)> {
+    check_size(msg.len() as u64, cfg.max_message_size).map_err(|r| ("size", r))?;
+    let Some(parsed) = MessageParser::default().parse(msg) else {
+        return Err((
+            "unparseable",
+            Reply::new(policy_parse_failed("no header found")),
+        ));
+    };
+    let mismatch = match mime::first_from(&parsed) {
+        Err(e) => {
+            return Err((
+                "from-header",
+                Reply::new(policy_invalid_from_header(e.reason())),
+            ))
+        }
+        Ok(from) => (!from.eq_ignore_ascii_case(sender)).then(|| from.to_string()),
+    };
+    Ok((parsed, mismatch))
+}
+
 /// End of DATA on submission: size, parse, header From = envelope sender, encrypted or
 /// Secure-Join. Accepts with [`clean_submission_headers`] applied.
 pub fn check_submission(
@@ -172,30 +199,16 @@ pub fn check_submission(
         log_decision("outgoing", "reject", reason);
         Verdict::Reject(reply)
     };
-    if let Err(r) = check_size(msg.len() as u64, cfg.max_message_size) {
-        return reject("size", r);
-    }
-    let Some(parsed) = MessageParser::default().parse(msg) else {
-        return reject(
-            "unparseable",
-            Reply::new(policy_parse_failed("no header found")),
-        );
-    };
-    match mime::first_from(&parsed) {
-        Err(e) => {
-            return reject(
-                "from-header",
-                Reply::new(policy_invalid_from_header(e.reason())),
-            );
-        }
-        Ok(from) if !from.eq_ignore_ascii_case(env.sender) => {
+    let parsed = match parse_with_from(msg, env.sender, cfg) {
+        Ok((_, Some(from))) => {
             return reject(
                 "from-mismatch",
-                Reply::new(policy_invalid_from(from, env.sender)),
+                Reply::new(policy_invalid_from(&from, env.sender)),
             );
         }
-        Ok(_) => {}
-    }
+        Ok((parsed, None)) => parsed,
+        Err((reason, reply)) => return reject(reason, reply),
+    };
     bump(&stats.filtered_outgoing_mail_count);
     let class = if encryption::check_parsed(&parsed, Direction::Outgoing).is_ok() {
         bump(&stats.outgoing_encrypted_mail_count);
@@ -232,24 +245,11 @@ pub fn check_inbound(
         log_decision("incoming", "reject", reason);
         Verdict::Reject(reply)
     };
-    if let Err(r) = check_size(msg.len() as u64, cfg.max_message_size) {
-        return reject("size", r);
-    }
-    let Some(parsed) = MessageParser::default().parse(msg) else {
-        return reject(
-            "unparseable",
-            Reply::new(policy_parse_failed("no header found")),
-        );
-    };
-    let null_sender = match mime::first_from(&parsed) {
-        Err(e) => {
-            return reject(
-                "from-header",
-                Reply::new(policy_invalid_from_header(e.reason())),
-            );
-        }
-        // Forwarding/SRS: never reject, but make sure no bounce goes to the envelope sender.
-        Ok(from) => !from.eq_ignore_ascii_case(env.sender),
+    // Forwarding/SRS: a header From unlike the envelope sender is not rejected, but no bounce
+    // may go to the envelope sender.
+    let (parsed, null_sender) = match parse_with_from(msg, env.sender, cfg) {
+        Ok((parsed, mismatch)) => (parsed, mismatch.is_some()),
+        Err((reason, reply)) => return reject(reason, reply),
     };
     bump(&stats.filtered_incoming_mail_count);
     let class = if encryption::check_parsed(&parsed, Direction::Incoming).is_ok() {
