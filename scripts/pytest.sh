@@ -8,7 +8,8 @@
 #    .venv/.requirements.sha256 matches the file).
 # 2. Runs pytest inside private namespaces (mount + network + PID when the kernel allows):
 #    a temporary hosts file is bind-mounted over /etc/hosts there, mapping the test domain
-#    _chat.test (and autoconfig./www./mta-sts.) to 127.0.0.2. The machine's /etc/hosts is never
+#    _chat.test (and autoconfig./www./mta-sts.) to 127.0.0.2, and the federation test domains
+#    _fed-a.test to 127.0.0.3 and _fed-b.test to 127.0.0.4. The machine's /etc/hosts is never
 #    touched, the relays listen inside a fresh network namespace (no clash with anything else
 #    listening on this machine), and every process started inside dies with the namespace.
 # Environment: CHATMAIL_BOX_BIN (default target/debug/chatmail-box; build it first, `make test-py`
@@ -20,6 +21,11 @@ cd "$ROOT"
 
 TEST_DOMAIN="_chat.test"
 TEST_IP="127.0.0.2"
+# Federation tests: two relays (tests/py/fedtools.py keeps the same names and addresses).
+FED_A_DOMAIN="_fed-a.test"
+FED_A_IP="127.0.0.3"
+FED_B_DOMAIN="_fed-b.test"
+FED_B_IP="127.0.0.4"
 
 # ---------------------------------------------------------------------------------------------
 # Inner half: runs inside the namespaces (as PID 1 when a PID namespace was available).
@@ -120,6 +126,10 @@ trap cleanup EXIT
   echo
   echo "# chatmail-box tests (private mount namespace only)"
   echo "$TEST_IP $TEST_DOMAIN autoconfig.$TEST_DOMAIN www.$TEST_DOMAIN mta-sts.$TEST_DOMAIN"
+  # The two federated relays of test_federation_client.py (fedtools.py). The relays themselves
+  # resolve each other through the test's DNS server; the Delta Chat clients use this file.
+  echo "$FED_A_IP $FED_A_DOMAIN autoconfig.$FED_A_DOMAIN www.$FED_A_DOMAIN mta-sts.$FED_A_DOMAIN"
+  echo "$FED_B_IP $FED_B_DOMAIN autoconfig.$FED_B_DOMAIN www.$FED_B_DOMAIN mta-sts.$FED_B_DOMAIN"
 } > "$TMP/hosts"
 
 # 3. Namespaces: mount (required) + network + PID (if possible).
@@ -140,6 +150,7 @@ fi
 
 export PATH="$VENV/bin:$PATH"
 export RELAY_DOMAIN="$TEST_DOMAIN" RELAY_IP="$TEST_IP"
+export FED_A_DOMAIN FED_A_IP FED_B_DOMAIN FED_B_IP
 export PYTHONDONTWRITEBYTECODE=1
 set +e
 CHATMAIL_PYTEST_INNER=1 "${ns[@]}" bash "$ROOT/scripts/pytest.sh" "$TMP/hosts" "$@"
