@@ -385,6 +385,15 @@ def test_opendkim_rejects_one_changed_body_byte(world, sent):
     assert opendkim_testmsg(sent.raw, DNS_IP, world.tmp / "opendkim-ok2").returncode == 0
 
 
+def postfix_result(postfix: Postfix, msg: bytes, rcpt: str, timeout: float = 60) -> str:
+    """Postfix's delivery log line for the message with `msg`'s Message-ID to `rcpt`."""
+    mid = re.search(rb"^Message-ID: (<[^>]+>)", msg, re.M | re.I).group(1).decode()
+    log = postfix.wait_log(f"message-id={mid}", timeout=timeout)
+    qid = re.search(rf"postfix/cleanup\[\d+\]: ([0-9A-F]+): message-id={re.escape(mid)}", log).group(1)
+    log = postfix.wait_log(f"{qid}: to=<{rcpt}>, relay=", timeout=timeout)
+    return [ln for ln in log.splitlines() if f"{qid}: to=<{rcpt}>, relay=" in ln][-1]
+
+
 def _inbox(relay: Relay, addr: str, password: str) -> list[bytes]:
     imap = imaplib.IMAP4_SSL(relay.ip, 993, ssl_context=unverified_context())
     try:
@@ -428,11 +437,50 @@ def test_postfix_relays_back_to_our_port_25(world, sent, report):
         report(f"postfix -> relay port 25: {time.monotonic() - t0:.2f}s")
         got = msgs[-1]
         assert gpg_back.decrypt(armor_of(got)) == plaintext
+        line = postfix_result(world.postfix, signed, sent.addr)
+        assert re.search(rf"relay=\S*\[{re.escape(RELAY_IP)}\]:25, .*status=sent \(250 ", line), line
+        pid = re.search(r"postfix/smtp\[(\d+)\]", line).group(1)
         log = world.postfix.log()
-        m = re.search(rf"postfix/smtp\[\d+\]: (?:Anonymous|Untrusted|Trusted|Verified) TLS connection established "
-                      rf"to \S*\[{re.escape(RELAY_IP)}\]:25: TLSv1\.[23]", log)
-        assert m, log
-        assert re.search(rf"to=<{re.escape(sent.addr)}>, relay=\S*\[{re.escape(RELAY_IP)}\]:25, .*status=sent \(250 ",
-                         log), log
+        assert re.search(rf"postfix/smtp\[{pid}\]: (?:Anonymous|Untrusted|Trusted|Verified) TLS connection "
+                         rf"established to \S*\[{re.escape(RELAY_IP)}\]:25: TLSv1\.[23]", log), log
     finally:
         gpg_back.close()
+
+
+def test_relay_rejects_a_broken_peer_signature(world, sent):
+    """Control for the way back: one body byte changed after signing, and the relay's port 25
+    refuses the message (strict DKIM), so Postfix bounces it."""
+    gpg_back = Gpg(world.tmp / "gnupg-back-bad", sent.addr)
+    try:
+        sender = f"someone@{PEER_DOMAIN}"
+        msg = encrypted_message(sender, sent.addr, gpg_back.encrypt(b"tampered\r\n"))
+        signed = dkim_sign(msg, PEER_DOMAIN, PEER_SELECTOR, world.peer_dkim_key)
+        bad = signed.replace(b"Version: 1\r\n", b"Version: 1 \r\n", 1)
+        assert opendkim_testmsg(bad, DNS_IP, world.tmp / "opendkim-back-bad").returncode == 70
+        world.postfix.sendmail(bad, sender, [sent.addr])
+        line = postfix_result(world.postfix, bad, sent.addr)
+        assert re.search(r"status=bounced \(host \S+ said: 5\d\d 5\.7\.\d .*DKIM", line), line
+    finally:
+        gpg_back.close()
+
+
+def test_peer_certificate_must_verify(world, sent):
+    """A peer domain without a leading underscore gets a verified certificate or no mail: the MX
+    name `mx.untrusted.test` points at the same Postfix, whose certificate does not name it."""
+    world.dns.add_mx("untrusted.test", "mx.untrusted.test")
+    world.dns.add_a("mx.untrusted.test", PEER_IP)
+    world.dns.start()
+    rcpt = "someone@untrusted.test"
+    armored = world.gpg.encrypt(b"Content-Type: text/plain\r\n\r\nnot for you\r\n")
+    with smtplib.SMTP_SSL(RELAY_IP, 465, context=unverified_context(), timeout=30) as s:
+        s.login(sent.addr, sent.password)
+        assert s.sendmail(sent.addr, [rcpt], encrypted_message(sent.addr, rcpt, armored)) == {}
+    deadline = time.monotonic() + 30
+    pat = re.compile(r"via=\"?smtp\"?.*delivery attempt failed: .*TLS handshake.*(certificate|Certificate)|"
+                     r"delivery attempt failed: .*TLS handshake.*(certificate|Certificate).*via=\"?smtp")
+    while not pat.search(world.relay.log_path.read_text(errors="replace")):
+        assert time.monotonic() < deadline, world.relay.log_tail(40)
+        time.sleep(0.2)
+    # Postfix saw the handshake fail and never got a MAIL FROM for it.
+    log = world.postfix.wait_log("alert bad certificate", timeout=10)
+    assert f"to=<{rcpt}>" not in log, log
