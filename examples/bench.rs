@@ -4,7 +4,9 @@
 //! - end-to-end latency from the final `250` after DATA to `* n EXISTS` on a recipient in IDLE,
 //!   p50/p95/p99/max over N messages of ~3 KB (Delta-Chat-shaped PGP/MIME);
 //! - throughput in delivered msgs/s with 16 concurrent senders;
-//! - RSS idle and with 1000 clients in IDLE, and per extra IDLE connection.
+//! - RSS idle and with 1000 clients in IDLE, and per extra IDLE connection;
+//! - relay to relay (`bench/federation.rs`): latency from the final `250` on relay A to
+//!   `* n EXISTS` on relay B and delivered msgs/s, over `/mxdeliv` (HTTPS) and the SMTP fallback.
 //!
 //! Usage: `bench <path-to-chatmail-box> [messages]`. Every loop is bounded in count and time.
 
@@ -27,9 +29,15 @@ const P_SUBMISSIONS: u16 = 46500;
 const P_IMAPS: u16 = 49930;
 const LIMIT: Duration = Duration::from_secs(240);
 
+#[path = "../tests/common/fed.rs"]
+mod fed;
+#[path = "bench/federation.rs"]
+mod federation;
+
 type Tls = BufReader<TlsStream<TcpStream>>;
 
-async fn connect(port: u16) -> Tls {
+/// A TLS client connection to `host:port` (certificate not verified).
+async fn connect_at(host: &str, port: u16) -> Tls {
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -38,7 +46,7 @@ async fn connect(port: u16) -> Tls {
     .dangerous()
     .with_custom_certificate_verifier(Arc::new(NoVerify))
     .with_no_client_auth();
-    let addr: SocketAddr = format!("{HOST}:{port}").parse().expect("addr");
+    let addr: SocketAddr = format!("{host}:{port}").parse().expect("addr");
     let tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.set_nodelay(true).ok();
     let tls = TlsConnector::from(Arc::new(cfg))
@@ -85,7 +93,12 @@ fn addr(i: usize) -> String {
 const PASSWORD: &str = "benchpassword123";
 
 async fn smtp_login(user: &str) -> Tls {
-    let mut c = connect(P_SUBMISSIONS).await;
+    smtp_login_at(HOST, P_SUBMISSIONS, user).await
+}
+
+/// Log in (creating the account on first login) on implicit-TLS submission at `host:port`.
+async fn smtp_login_at(host: &str, port: u16, user: &str) -> Tls {
+    let mut c = connect_at(host, port).await;
     smtp_reply(&mut c).await;
     send(&mut c, "EHLO [127.0.0.1]\r\n").await;
     smtp_reply(&mut c).await;
@@ -98,7 +111,12 @@ async fn smtp_login(user: &str) -> Tls {
 }
 
 async fn imap_login(user: &str) -> Tls {
-    let mut c = connect(P_IMAPS).await;
+    imap_login_at(HOST, P_IMAPS, user).await
+}
+
+/// Log in (creating the account on first login) on IMAPS at `host:port`.
+async fn imap_login_at(host: &str, port: u16, user: &str) -> Tls {
+    let mut c = connect_at(host, port).await;
     line(&mut c).await;
     send(&mut c, &format!("a LOGIN \"{user}\" \"{PASSWORD}\"\r\n")).await;
     imap_tagged(&mut c, "a").await;
@@ -196,6 +214,13 @@ async fn main() {
         .cloned()
         .unwrap_or("target/release/chatmail-box".into());
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    // The in-process relays of the relay-to-relay part log to stderr only if asked.
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let dir = std::env::temp_dir().join(format!("chatmail-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     let mut child = start(&bin, &dir);
@@ -337,4 +362,7 @@ async fn main() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+
+    // 4. Relay to relay, in this process.
+    federation::run(n).await;
 }
