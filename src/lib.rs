@@ -17,6 +17,7 @@
 //! - [`metrics`]: Prometheus text on a private address.
 //! - [`device`]: the appliance LED, watchdog and QR display (optional, inert without hardware).
 //! - [`push`]: the push-notification worker (device tokens POSTed to the gateway).
+//! - [`turn`]: the in-process TURN server on UDP `turn_port` (REST credentials from `push::turn`).
 
 pub mod auth;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod replies;
 pub mod smtp;
 pub mod store;
 pub mod tls;
+pub mod turn;
 pub mod web;
 
 use std::sync::Arc;

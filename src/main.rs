@@ -154,6 +154,8 @@ fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
         let _expiry = chatmail_box::expiry::spawn(ctx.clone());
         chatmail_box::metrics::spawn(&ctx).await?;
         let _push = chatmail_box::push::spawn(ctx.clone())?;
+        // UDP turn_port when `turn = true` (src/turn); kept alive until shutdown.
+        let _turn = chatmail_box::turn::spawn(&ctx.cfg).await?;
         ctx.tls.spawn_reloader(std::time::Duration::from_secs(30));
         for (svc, l) in &listeners {
             tracing::info!(service = svc.name(), addr = %l.local_addr()?, "listening");

@@ -162,7 +162,7 @@ pub struct Config {
     pub push_url: String,
     /// First retry delay of a failed notification in seconds (then ×8 per attempt; tests only).
     pub push_retry_base_secs: u64,
-    /// Advertise TURN credentials in METADATA (a TURN server with `turn.secret` must run).
+    /// Run the TURN server (src/turn) on UDP `turn_port` and advertise its credentials in METADATA.
     pub turn: bool,
     /// TURN host advertised; default `mail_domain`.
     pub turn_host: Option<String>,
