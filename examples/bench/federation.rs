@@ -198,10 +198,13 @@ async fn run_one(label: &str, n: usize, ip_a: &'static str, ip_b: &'static str, 
     let total: usize = sent.iter().sum();
     let mut seen = [0usize; SENDERS];
     let mut last = t0;
+    // More EXISTS than messages sent: a message was delivered twice.
+    let mut max_k = [0usize; SENDERS];
     while seen.iter().sum::<usize>() < total {
         let late = Instant::now() > deadline + EXISTS_TIMEOUT;
         match tokio::time::timeout(EXISTS_TIMEOUT, rx.recv()).await {
             Ok(Some((s, k, t))) if !late => {
+                max_k[s] = max_k[s].max(k);
                 if k > seen[s] {
                     seen[s] = k.min(sent[s]);
                     last = t;
@@ -216,8 +219,16 @@ async fn run_one(label: &str, n: usize, ip_a: &'static str, ip_b: &'static str, 
             }
         }
     }
+    // Late duplicates: anything arriving within a short grace period after the last message.
+    while let Ok(Some((s, k, _))) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+        max_k[s] = max_k[s].max(k);
+    }
     for r in readers {
         r.abort();
+    }
+    let extra: usize = (0..SENDERS).map(|s| max_k[s].saturating_sub(sent[s])).sum();
+    if extra > 0 {
+        println!("relay_{label}_duplicates {extra} (receivers on B saw more messages than sent)");
     }
     let delivered: usize = seen.iter().sum();
     let secs = last.duration_since(t0).as_secs_f64().max(1e-9);
