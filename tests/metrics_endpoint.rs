@@ -77,6 +77,7 @@ async fn counters_move_after_a_delivery() {
         "rejected_unencrypted_mail_count",
         "chatmail_queue_depth",
         "chatmail_accounts",
+        "rejected_registrations",
     ] {
         assert_eq!(value(&before, name), 0.0, "{name}");
     }
@@ -84,6 +85,19 @@ async fn counters_move_after_a_delivery() {
 
     let (a, b) = (format!("metrics01@{DOMAIN}"), format!("metrics02@{DOMAIN}"));
     relay.ctx.auth.login(&b, PASS).await.unwrap();
+    // Two refused registrations: a local part with `+`, a password that is too short.
+    assert!(relay
+        .ctx
+        .auth
+        .login(&format!("bad+part@{DOMAIN}"), PASS)
+        .await
+        .is_err());
+    assert!(relay
+        .ctx
+        .auth
+        .login(&format!("metrics03@{DOMAIN}"), "short")
+        .await
+        .is_err());
     let mut c = LineClient::tls(relay.addr(Service::Submissions), &[]).await;
     c.smtp_reply().await;
     for line in [
@@ -103,6 +117,7 @@ async fn counters_move_after_a_delivery() {
     let after = samples(&http_get(maddr, "/metrics").await);
     assert_eq!(value(&after, "delivered_mail"), 1.0);
     assert_eq!(value(&after, "created_accounts"), 2.0);
+    assert_eq!(value(&after, "rejected_registrations"), 2.0);
     assert_eq!(value(&after, "chatmail_accounts"), 2.0);
     assert_eq!(value(&after, "outgoing_encrypted_mail_count"), 1.0);
     assert_eq!(value(&after, "chatmail_delivery_seconds_count"), 1.0);

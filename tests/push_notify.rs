@@ -150,6 +150,17 @@ async fn gone_token_is_removed() {
     send(&relay, &alice, &[&bob]).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(gw.posts().len(), 1);
+    assert_eq!(push_metric(&relay, "token_gone"), Some(1));
+    assert_eq!(push_metric(&relay, "delivered"), None);
+}
+
+/// The `chatmail_push_attempts_total{outcome=...}` value in the metrics text, if present.
+fn push_metric(relay: &TestRelay, outcome: &str) -> Option<u64> {
+    let text = relay.ctx.metrics.render(&relay.ctx);
+    let key = format!("chatmail_push_attempts_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map(|v| v.trim().parse().unwrap())
 }
 
 #[tokio::test]
@@ -175,6 +186,8 @@ async fn failure_is_retried_until_accepted() {
         relay.ctx.store.device_tokens(&bob, now_unix()).unwrap(),
         ["retry-token"]
     );
+    assert_eq!(push_metric(&relay, "retry"), Some(1));
+    assert_eq!(push_metric(&relay, "delivered"), Some(1));
 }
 
 #[tokio::test]
@@ -191,6 +204,7 @@ async fn past_the_deadline_is_dropped() {
     gw.wait_posts(1, 20).await;
     wait_queue_empty(&relay, 10).await;
     assert_eq!(gw.posts().len(), 1);
+    assert_eq!(push_metric(&relay, "dropped"), Some(1));
 }
 
 /// Wait until no process-internal holder of the store lock is left.

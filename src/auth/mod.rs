@@ -89,12 +89,29 @@ pub struct Auth {
     cfg: Arc<Config>,
     store: Store,
     limits: ResourceLimits,
+    /// First logins that were refused account creation (metric `rejected_registrations`).
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl Auth {
     pub fn new(cfg: Arc<Config>, store: Store) -> Auth {
         let limits = ResourceLimits::from_config(&cfg);
-        Auth { cfg, store, limits }
+        Auth {
+            cfg,
+            store,
+            limits,
+            rejected: Default::default(),
+        }
+    }
+
+    /// Registrations refused since start.
+    pub fn rejected_registrations(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn reject(&self) {
+        self.rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Authenticate `user`/`password`, creating the account if it does not exist and creation is
@@ -122,20 +139,24 @@ impl Auth {
         // Creation path.
         if let Some(why) = address_problem(&self.cfg, &addr) {
             tracing::info!(reason = why, "registration rejected");
+            self.reject();
             return Err(AuthError::Failed);
         }
         if password.chars().count() < self.cfg.password_min_length {
             tracing::info!(reason = "password too short", "registration rejected");
+            self.reject();
             return Err(AuthError::Failed);
         }
         if self.cfg.nocreate || self.cfg.nocreate_file().exists() {
             tracing::info!(reason = "kill switch", "registration rejected");
+            self.reject();
             return Err(AuthError::CreationRefused(
                 "account creation is switched off",
             ));
         }
         if let Err(why) = resources_ok(&self.limits, &self.cfg.data_dir) {
             tracing::warn!(reason = why, "registration rejected");
+            self.reject();
             return Err(AuthError::CreationRefused(why));
         }
         let pw = password.to_string();

@@ -80,7 +80,22 @@ fn expire_messages(
     Ok((old, large))
 }
 
-/// Start the job: once now, then every 24 hours.
+/// Seconds after midnight (UTC) of the daily run: 00:02, as the reference relay's timer. The
+/// appliance keeps its clock in UTC, so "local time" there is UTC.
+pub const DAILY_AT: i64 = 2 * 60;
+
+/// The first daily run time strictly after `now` (unix seconds).
+pub fn next_daily_run(now: i64) -> i64 {
+    let midnight = now - now.rem_euclid(DAY);
+    let today = midnight + DAILY_AT;
+    if today > now {
+        today
+    } else {
+        today + DAY
+    }
+}
+
+/// Start the job: once now, then every day at [`DAILY_AT`].
 pub fn spawn(ctx: Arc<Ctx>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -98,7 +113,31 @@ pub fn spawn(ctx: Arc<Ctx>) -> tokio::task::JoinHandle<()> {
                 Ok(Err(e)) => tracing::error!("expiry run failed: {e}"),
                 Err(e) => tracing::error!("expiry task failed: {e}"),
             }
-            tokio::time::sleep(Duration::from_secs(DAY as u64)).await;
+            // Sleep in steps of at most an hour so a changed wall clock (NTP after boot on a
+            // board without RTC) does not shift the schedule by a day.
+            let target = next_daily_run(now_unix());
+            loop {
+                let left = target - now_unix();
+                if left <= 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(left.clamp(1, 3600) as u64)).await;
+            }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daily_run_is_at_two_past_midnight() {
+        let day0 = 20_000 * DAY; // some midnight UTC
+        assert_eq!(next_daily_run(day0), day0 + 120);
+        assert_eq!(next_daily_run(day0 + 119), day0 + 120);
+        assert_eq!(next_daily_run(day0 + 120), day0 + DAY + 120);
+        assert_eq!(next_daily_run(day0 + 12 * 3600), day0 + DAY + 120);
+        assert_eq!(next_daily_run(day0 + DAY - 1), day0 + DAY + 120);
+    }
 }

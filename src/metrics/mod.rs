@@ -25,7 +25,7 @@ use crate::Ctx;
 type Labels = Vec<(String, String)>;
 
 /// Names of the upstream counters fed from the store (the policy's come from its snapshot).
-const STORE_COUNTERS: [(&str, &str); 5] = [
+const STORE_COUNTERS: [(&str, &str); 6] = [
     (
         "delivered_mail",
         "Messages stored into local mailboxes (per recipient)",
@@ -35,6 +35,10 @@ const STORE_COUNTERS: [(&str, &str); 5] = [
         "Local recipients refused because the mailbox was full",
     ),
     ("created_accounts", "Accounts created since start"),
+    (
+        "rejected_registrations",
+        "First logins refused account creation (address, password, kill switch, resources)",
+    ),
     (
         "quota_expire_runs",
         "Quota trimming runs that removed messages",
@@ -55,6 +59,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     storage: Family<Labels, Gauge>,
     accounts: Gauge,
+    push: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,6 +109,12 @@ impl Metrics {
         );
         let accounts = Gauge::default();
         registry.register("chatmail_accounts", "Accounts", accounts.clone());
+        let push = Family::<Labels, Counter>::default();
+        registry.register(
+            "chatmail_push_attempts",
+            "Push gateway attempts by outcome (delivered|token_gone|retry|dropped)",
+            push.clone(),
+        );
         Metrics {
             registry,
             scraped,
@@ -113,7 +124,15 @@ impl Metrics {
             queue_depth,
             storage,
             accounts,
+            push,
         }
+    }
+
+    /// Count one push gateway attempt by its outcome label.
+    pub fn push_outcome(&self, outcome: &str) {
+        self.push
+            .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+            .inc();
     }
 
     /// Count an accepted connection on the listener `service` (e.g. "imaps").
@@ -150,6 +169,7 @@ impl Metrics {
         self.set("delivered_mail", self.delivered.get());
         self.set("quota_exceeded", store.quota_exceeded_count());
         self.set("created_accounts", store.created_accounts_count());
+        self.set("rejected_registrations", ctx.auth.rejected_registrations());
         let (runs, removed) = store.quota_trim_counts();
         self.set("quota_expire_runs", runs);
         self.set("quota_expire_removed_files", removed);

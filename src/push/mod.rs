@@ -137,10 +137,12 @@ async fn run(ctx: Arc<Ctx>, gw: Arc<Gateway>) {
             }
             let (store, gw, sem, inflight) =
                 (store.clone(), gw.clone(), sem.clone(), inflight.clone());
+            let metrics = ctx.metrics.clone();
             tokio::spawn(async move {
                 let id = item.id;
                 if let Ok(_permit) = sem.acquire().await {
-                    attempt(&store, &gw, item, base).await;
+                    let outcome = attempt(&store, &gw, item, base).await;
+                    metrics.push_outcome(outcome);
                 }
                 if let Ok(mut s) = inflight.lock() {
                     s.remove(&id);
@@ -155,14 +157,16 @@ async fn run(ctx: Arc<Ctx>, gw: Arc<Gateway>) {
     }
 }
 
-/// One POST and its consequences in the queue.
-async fn attempt(store: &Store, gw: &Gateway, mut item: PushItem, base: u64) {
+/// One POST and its consequences in the queue. Returns the outcome's metrics label:
+/// `delivered`, `token_gone`, `retry` or `dropped` (retry deadline passed).
+async fn attempt(store: &Store, gw: &Gateway, mut item: PushItem, base: u64) -> &'static str {
     let res = gw.post(&item.token).await;
     let id = item.id;
     match classify(&res) {
         Outcome::Delivered => {
             tracing::debug!(id, "notification delivered");
             blocking(store, move |s| s.push_remove(id)).await;
+            "delivered"
         }
         Outcome::TokenGone => {
             tracing::info!(id, "push gateway: device token expired, removing it");
@@ -171,6 +175,7 @@ async fn attempt(store: &Store, gw: &Gateway, mut item: PushItem, base: u64) {
                 s.push_remove(id)
             })
             .await;
+            "token_gone"
         }
         Outcome::Retry => {
             item.attempt += 1;
@@ -182,10 +187,12 @@ async fn attempt(store: &Store, gw: &Gateway, mut item: PushItem, base: u64) {
                     }
                     item.next_at = at;
                     blocking(store, move |s| s.push_update(&item)).await;
+                    "retry"
                 }
                 None => {
                     tracing::warn!(id, "notification exceeded deadline");
                     blocking(store, move |s| s.push_remove(id)).await;
+                    "dropped"
                 }
             }
         }
