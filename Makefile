@@ -3,7 +3,8 @@ CARGO ?= cargo
 BIN_DEBUG := target/debug/chatmail-box
 BIN_RELEASE := target/release/chatmail-box
 
-.PHONY: all build release run test test-rust test-py bench lint fmt clean-data aarch64 aarch64-smoke
+.PHONY: all build release run test test-rust test-py bench lint fmt clean-data aarch64 aarch64-smoke \
+	qemu-image qemu-test
 
 all: build
 
@@ -48,6 +49,17 @@ aarch64:
 ## make aarch64-smoke: run that binary under qemu-aarch64: --help, check-config, serve answering TCP.
 aarch64-smoke: aarch64
 	scripts/aarch64-smoke.sh
+
+## make qemu-image: the offline SD-card image (Debian arm64 kernel, busybox-static, raspi-firmware,
+## the static binary; same overlay and genimage layout as buildroot/). Output: target/qemu/images.
+qemu-image:
+	scripts/qemu-image.sh
+
+## make qemu-test: boot that image under qemu-system-aarch64 (raspi3b + Zero 2 W DTB, then virt with
+## virtio-gpu): relay at boot, ro root, data mount and persistence, LED/GPIO pattern, watchdog,
+## framebuffer QR, hard reset during submission. Builds the aarch64 binary first if missing.
+qemu-test:
+	scripts/qemu-test.sh
 
 clean-data:
 	rm -rf data

@@ -11,6 +11,9 @@ for f in "$BINARIES_DIR"/*.dtb "$BINARIES_DIR"/rpi-firmware/*; do
     [ -e "$f" ] || continue
     files="$files\t\t\t\"${f#"$BINARIES_DIR/"}\",\n"
 done
+# An initramfs when there is one (the offline QEMU image: Debian's kernel has mmc and squashfs
+# as modules); config.txt then loads it with "initramfs initrd.gz followkernel".
+[ -e "$BINARIES_DIR/initrd.gz" ] && files="$files\t\t\t\"initrd.gz\",\n"
 files="$files\t\t\t\"Image\""
 sed "s|#BOOT_FILES#|$files|" "$BOARD_DIR/genimage.cfg.in" > "$GENIMAGE_CFG"
 

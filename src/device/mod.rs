@@ -5,6 +5,7 @@
 //!
 //! - [`status`]: pure status model (booting, setup needed, healthy, degraded, failed).
 //! - [`led`]: blink patterns and the Linux LED class device (`/sys/class/leds/<name>`).
+//! - [`gpio`]: an LED on a GPIO line through the character device (`led = "gpio:<chip>:<line>"`).
 //! - [`watchdog`]: petting `/dev/watchdog` while the relay can serve; magic close on shutdown.
 //! - [`qr`]: QR bitmaps with whole pixels per module and a quiet zone, sized to the screen.
 //! - [`fb`]: the Linux framebuffer (ioctl + mmap), RGB565 / XRGB8888, honouring `line_length`.
@@ -13,6 +14,7 @@
 //! (the caller feeds [`status::Inputs`]).
 
 pub mod fb;
+pub mod gpio;
 pub mod led;
 pub mod oled;
 pub mod qr;
@@ -39,7 +41,8 @@ pub enum Display {
 /// Device settings; the default does nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceConfig {
-    /// LED class name looked up under `led_root` (e.g. `ACT`), or none.
+    /// LED class name looked up under `led_root` (e.g. `ACT`), or a GPIO line as
+    /// `gpio:<chip label, name or path>:<line>` (e.g. `gpio:pinctrl-bcm2835:17`), or none.
     pub led: Option<String>,
     /// Root of the LED class devices; `/sys/class/leds` except in tests.
     pub led_root: PathBuf,
@@ -163,7 +166,15 @@ impl Device {
     pub fn start(cfg: &DeviceConfig, domain: &str) -> Device {
         let (tx, rx) = watch::channel(Status::Booting);
         let mut tasks = Vec::new();
-        if let Some(name) = &cfg.led {
+        if let Some((chip, line)) = cfg.led.as_deref().and_then(gpio::parse_spec) {
+            match gpio::GpioLed::open(std::path::Path::new("/dev"), &chip, line) {
+                Ok(l) => {
+                    tracing::info!(gpio = %l.describe(), "status LED");
+                    tasks.push(tokio::spawn(led::run(l, rx.clone())));
+                }
+                Err(e) => tracing::warn!("status LED gpio {chip:?} line {line} not used: {e}"),
+            }
+        } else if let Some(name) = &cfg.led {
             match led::SysfsLed::open(&cfg.led_root, name) {
                 Ok(l) => {
                     tracing::info!(led = %l.dir().display(), "status LED");
