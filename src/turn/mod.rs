@@ -35,7 +35,8 @@ use crate::config::Config;
 /// Relay sockets (allocations) alive at once; each is one UDP socket and two tasks.
 pub const MAX_ALLOCATIONS: usize = 1000;
 
-/// A running TURN server. Dropping it does not stop it; call [`Turn::close`].
+/// A running TURN server. [`Turn::close`] stops it and waits; dropping it stops it too (the
+/// crate's tasks end when the server's command channel closes, freeing the UDP port).
 pub struct Turn {
     server: Server,
     local: SocketAddr,
