@@ -76,6 +76,36 @@ async fn delivers_over_mxdeliv_when_port_25_is_blocked() {
     a.wait_inbox(&alice, 1, 30).await;
 }
 
+/// Many messages queued at once, each also to a local recipient (so its body stays on disk
+/// after the remote delivery): every one arrives exactly once. Regression: the runner used to
+/// restart an item from a stale queue snapshot when the earlier attempt had just finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queue_delivers_each_message_exactly_once() {
+    capture_logs();
+    let net = FedNet::new().await;
+    let a = net.relay("_one.test", "127.0.0.14", |_| {}).await;
+    let b = net.relay("_two.test", "127.0.0.15", |_| {}).await;
+    let alice = a.user("alice");
+    let carol = a.user("carol");
+    let bobs: Vec<String> = (0..4).map(|i| b.user(&format!("bob{i}"))).collect();
+    const N: usize = 40;
+    for i in 0..N {
+        let bob = &bobs[i % bobs.len()];
+        a.send(&alice, &[bob, &carol], &corpus::chat_message(&alice));
+    }
+    a.wait_queue_empty(120).await;
+    // Give a duplicate attempt that might still be running the time to land.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for bob in &bobs {
+        assert_eq!(b.inbox(bob).len(), N / bobs.len(), "{bob}");
+    }
+    assert_eq!(a.inbox(&carol).len(), N);
+    assert!(
+        !logs().contains("queued body unreadable"),
+        "an attempt ran on a finished item"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn falls_back_to_smtp_when_https_is_blocked() {
     capture_logs();

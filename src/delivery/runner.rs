@@ -122,7 +122,21 @@ pub fn backoff(base: u64, attempts: u32) -> u64 {
         .min(MAX_BACKOFF.max(base))
 }
 
-async fn attempt(ctx: &Arc<Ctx>, mut item: QueueItem) {
+async fn attempt(ctx: &Arc<Ctx>, item: QueueItem) {
+    // The runner started this from a snapshot of the queue. An earlier attempt on the same item
+    // may have ended since the snapshot was read (finished, or rescheduled), so work on the
+    // item's current state: starting from the stale copy would deliver it a second time.
+    let store = ctx.store.clone();
+    let id = item.id;
+    let mut item = match tokio::task::spawn_blocking(move || store.queue_item(id)).await {
+        Ok(Ok(Some(fresh))) if fresh.next_attempt <= now_unix() => fresh,
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => {
+            tracing::error!(queue_id = id, "reading a queue item failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
     let store = ctx.store.clone();
     let it = item.clone();
     let body = match tokio::task::spawn_blocking(move || store.queue_body(&it)).await {

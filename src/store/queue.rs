@@ -179,6 +179,14 @@ impl Store {
         Ok(out)
     }
 
+    /// The current state of one item, or `None` once it was removed.
+    pub fn queue_item(&self, id: u64) -> Result<Option<QueueItem>, StoreError> {
+        match self.inner.queue.get(id.to_be_bytes())? {
+            Some(v) => Ok(Some(dec(&v)?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn queue_len(&self) -> usize {
         self.inner.queue.len()
     }
