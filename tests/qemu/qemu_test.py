@@ -343,12 +343,14 @@ def test_raspi(work):
         m.sh("echo persisted-1 > /data/qemu-test-marker; sync")
         since = m.mark()
         m.send("reboot\n")
-        try:
-            m.expect(rb"Booting Linux|Run /init", 60, since)
-            how = "reboot (guest)"
-        except Fail:
+        r = m.expect(rb"Restarting system|Booting Linux", 120, since)
+        how = "reboot (guest)"
+        if b"Restarting" in r.group(0):
+            # Orderly shutdown done (relay stopped, data unmounted); the raspi model cannot reset
+            # itself without the watchdog driver (left out, see board/qemu/skeleton/etc/modules).
+            time.sleep(1)
             m.qmp("system_reset")
-            how = "system_reset (guest reboot did not reset the machine)"
+            how = "guest reboot (clean shutdown), then system_reset"
         t1 = time.monotonic()
         t_ready = wait_ready(m, since)
         TIMES.append(("raspi3b, reboot", t_ready - t1))
@@ -383,7 +385,8 @@ def virt_args(sd, fwd):
         "-drive", f"file={sd},if=none,id=sd,format=raw", "-device", "virtio-blk-pci,drive=sd",
         "-device", "virtio-gpu-pci", "-device", "i6300esb", "-device", "virtio-rng-pci",
         "-action", "watchdog=none",
-        "-nic", f"user,model=virtio-net-pci,restrict=on,{hostfwd}",
+        # romfile= : no iPXE option ROM needed (direct kernel boot; ipxe-qemu not installed).
+        "-netdev", f"user,id=n0,restrict=on,{hostfwd}", "-device", "virtio-net-pci,netdev=n0,romfile=",
     ]
 
 
@@ -453,7 +456,12 @@ def test_virt(work):
         timeout = int(wd.split()[1]) if len(wd.split()) > 1 and wd.split()[1].isdigit() else 30
 
         # GPIO LED on the PL061: reconfigure, restart the relay (init respawns it).
-        restart_relay(m, "sed -i 's|^led = .*|led = \"gpio:9030000.pl061:4\"|' /data/chatmail/config.toml")
+        # Also: the test image's data partition stays at 64 MiB (busybox has no sfdisk/resize2fs
+        # to grow it) and TCG keeps the load high, so the account-creation guards are relaxed
+        # (min_free_disk_space is in MB, as in chatmail.ini).
+        restart_relay(m, "sed -i -e 's|^led = .*|led = \"gpio:9030000.pl061:4\"|' "
+                         "-e '1i min_free_disk_space = 1\\nmax_load_1m = 1000.0' "
+                         "/data/chatmail/config.toml")
         used = m.val("logread | grep 'status LED' | tail -1")
         check("virt: relay uses the GPIO LED from [device] led", "gpio=" in used, used)
         m.sh("mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; true")
@@ -473,6 +481,14 @@ def test_virt(work):
         # Hard reset during submission: every acknowledged message is there afterwards.
         user = f"qemutest1@{DOMAIN}"
         pw = "qemu-test-password-1"
+        # Accounts are created at their first IMAP login.
+        try:
+            im = imaplib.IMAP4_SSL("127.0.0.1", fwd[993], ssl_context=insecure_ctx(), timeout=60)
+            im.login(user, pw)
+            im.logout()
+        except Exception as e:
+            check("virt: account created at first IMAP login", False,
+                  f"{e!r}; relay log:\n{m.sh('logread | tail -3; head -3 /data/chatmail/config.toml; df /data')[1]}")
         acked = []
         stop = threading.Event()
         errors = []
@@ -557,6 +573,10 @@ def main():
             except Fail as e:
                 failed.append(str(e))
                 log(f"FAIL {e}")
+            except Exception as e:  # a client error (SMTP, IMAP, QMP) fails the machine's tests
+                RESULTS.append((f"{name}: {e!r}", False))
+                failed.append(repr(e))
+                log(f"FAIL {name}: {e!r}")
     finally:
         cleanup()
     for what, t in TIMES:
