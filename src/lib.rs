@@ -5,6 +5,7 @@
 //! - [`store`]: durable accounts, mailboxes, bodies, metadata; the only module that knows sled.
 //! - [`auth`]: login and create-on-login rules, password hashes, resource guards.
 //! - [`tls`]: rustls configurations and certificates.
+//! - [`acme`]: certificates from an ACME CA (HTTP-01), renewed in the background.
 //! - [`net`]: listeners, connection limits, STARTTLS upgrade, ALPN routing on 443.
 //! - [`smtp`]: SMTP codec and sessions (MX on 25, submission on 465/587).
 //! - [`imap`]: IMAP codec and sessions (993/143).
@@ -19,6 +20,7 @@
 //! - [`push`]: the push-notification worker (device tokens POSTed to the gateway).
 //! - [`turn`]: the in-process TURN server on UDP `turn_port` (REST credentials from `push::turn`).
 
+pub mod acme;
 pub mod auth;
 pub mod config;
 pub mod delivery;
@@ -46,6 +48,8 @@ pub struct Ctx {
     pub store: store::Store,
     pub auth: auth::Auth,
     pub tls: Arc<tls::Tls>,
+    /// ACME certificate state (`tls = "acme"`); `acme::spawn(ctx)` starts the renewal task.
+    pub acme: Arc<acme::Acme>,
     /// Inbound policy (encryption, sender rules, rate limit) with its counters.
     pub policy: policy::Policy,
     /// DKIM signer (key generated lazily) and strict verifier.
@@ -64,6 +68,7 @@ impl Ctx {
         let metrics = Arc::new(metrics::Metrics::new());
         metrics.observe_store(&store);
         let tls = Arc::new(tls::Tls::new(&cfg)?);
+        let acme = Arc::new(acme::Acme::new(&cfg));
         let auth = auth::Auth::new(cfg.clone(), store.clone());
         let resolver = delivery::build_resolver(&cfg);
         let dkim = Arc::new(dkim::Dkim::new(&cfg, resolver.clone()));
@@ -74,6 +79,7 @@ impl Ctx {
             store,
             auth,
             tls,
+            acme,
             policy,
             dkim,
             delivery,

@@ -157,6 +157,9 @@ fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
         // UDP turn_port when `turn = true` (src/turn); kept alive until shutdown.
         let _turn = chatmail_box::turn::spawn(&ctx.cfg).await?;
         ctx.tls.spawn_reloader(std::time::Duration::from_secs(30));
+        // tls = "acme": issue / renew in the background (listeners are bound already); the task
+        // stops when `_acme` is dropped.
+        let _acme = chatmail_box::acme::spawn(ctx.clone());
         for (svc, l) in &listeners {
             tracing::info!(service = svc.name(), addr = %l.local_addr()?, "listening");
         }

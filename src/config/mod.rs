@@ -34,6 +34,9 @@ pub enum TlsMode {
     SelfSigned,
     /// Certificate chain and key from PEM files; re-read when they change.
     Files { cert: PathBuf, key: PathBuf },
+    /// Obtained and renewed by `src/acme` into these files (in `<data_dir>/acme/`); the
+    /// self-signed certificate is served until the first one exists.
+    Acme { cert: PathBuf, key: PathBuf },
 }
 
 /// Listener ports; 0 disables a listener.
@@ -115,6 +118,8 @@ pub struct Config {
     pub privacy_pdo: String,
     pub privacy_supervisor: String,
     pub iroh_relay: Option<String>,
+    /// ACME account contact e-mail (tls = "acme"); empty: no contact.
+    pub acme_email: String,
     /// Operator kill switch for account creation (a `nocreate` file in the data dir also works).
     pub nocreate: bool,
 
@@ -123,10 +128,14 @@ pub struct Config {
     /// Address all listeners bind to.
     pub listen: IpAddr,
     pub ports: Ports,
-    /// `self-signed` or `files`.
+    /// `self-signed`, `files` or `acme`.
     pub tls: String,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// ACME directory URL (tls = "acme"); default Let's Encrypt production.
+    pub acme_directory: String,
+    /// Renew an ACME certificate this many days before it expires.
+    pub acme_renew_before_days: u32,
     /// sled page cache in bytes.
     pub index_cache_size: u64,
     /// Longest command line accepted by SMTP and IMAP, in bytes.
@@ -218,6 +227,7 @@ impl Default for Config {
             privacy_pdo: String::new(),
             privacy_supervisor: String::new(),
             iroh_relay: None,
+            acme_email: String::new(),
             nocreate: false,
             data_dir: PathBuf::from("data"),
             listen: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -225,6 +235,8 @@ impl Default for Config {
             tls: "self-signed".into(),
             tls_cert: None,
             tls_key: None,
+            acme_directory: LETS_ENCRYPT.into(),
+            acme_renew_before_days: 30,
             index_cache_size: 8 * MB,
             max_line_length: 8192,
             imap_commands_per_second: 200,
@@ -252,6 +264,9 @@ impl Default for Config {
 
 const MB: u64 = 1024 * 1024;
 
+/// Let's Encrypt's production ACME directory, the default `acme_directory`.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
 const KNOWN_LEGACY: &[&str] = &[
     "filtermail_smtp_port",
     "filtermail_smtp_port_incoming",
@@ -263,7 +278,6 @@ const KNOWN_LEGACY: &[&str] = &[
     "mailboxes_dir",
     "passdb_path",
     "www_folder",
-    "acme_email",
     "mtail_address",
     "imap_rawlog",
     "imap_compress",
@@ -410,10 +424,27 @@ impl Config {
                     return Err(invalid("tls_key", "required when tls = \"files\""));
                 }
             }
+            "acme" => {
+                // (An empty domain is setup mode: the wizard picks the domain first.)
+                if !d.is_empty()
+                    && (self.ip_domain().is_some() || d.starts_with('_') || !d.contains('.'))
+                {
+                    return Err(invalid(
+                        "tls",
+                        format!("\"acme\" needs a public domain name, not {d:?}"),
+                    ));
+                }
+                if !self.acme_directory.starts_with("https://") {
+                    return Err(invalid("acme_directory", "must be an https:// URL"));
+                }
+                if self.acme_renew_before_days == 0 {
+                    return Err(invalid("acme_renew_before_days", "must be at least 1"));
+                }
+            }
             other => {
                 return Err(invalid(
                     "tls",
-                    format!("{other:?}: expected \"self-signed\" or \"files\""),
+                    format!("{other:?}: expected \"self-signed\", \"files\" or \"acme\""),
                 ))
             }
         }
@@ -433,6 +464,10 @@ impl Config {
                 cert: c.clone(),
                 key: k.clone(),
             },
+            ("acme", _, _) => TlsMode::Acme {
+                cert: self.acme_dir().join("cert.pem"),
+                key: self.acme_dir().join("key.pem"),
+            },
             _ => TlsMode::SelfSigned,
         }
     }
@@ -448,6 +483,11 @@ impl Config {
             Some(ip) => format!("[{ip}]"),
             None => self.mail_domain.to_ascii_lowercase(),
         }
+    }
+
+    /// ACME account, certificate chain and key (`src/acme`).
+    pub fn acme_dir(&self) -> PathBuf {
+        self.data_dir.join("acme")
     }
 
     /// Path of the operator's kill-switch file.
@@ -491,6 +531,7 @@ fn known_keys() -> Vec<&'static str> {
         "privacy_pdo",
         "privacy_supervisor",
         "iroh_relay",
+        "acme_email",
         "nocreate",
         "data_dir",
         "listen",
@@ -498,6 +539,8 @@ fn known_keys() -> Vec<&'static str> {
         "tls",
         "tls_cert",
         "tls_key",
+        "acme_directory",
+        "acme_renew_before_days",
         "index_cache_size",
         "max_line_length",
         "imap_commands_per_second",
@@ -593,6 +636,31 @@ mod tests {
                 key: "/k.pem".into()
             }
         );
+    }
+
+    #[test]
+    fn acme_mode_and_its_keys() {
+        let (c, w) =
+            parse("mail_domain = \"chat.example.org\"\ntls = \"acme\"\nacme_email = \"a@b.org\"")
+                .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.acme_directory, LETS_ENCRYPT);
+        assert_eq!(c.acme_renew_before_days, 30);
+        assert!(matches!(c.tls_mode(), TlsMode::Acme { .. }));
+        let e = parse("mail_domain = \"_x.test\"\ntls = \"acme\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tls`"), "{e}");
+        let e = parse("mail_domain = \"c.example\"\ntls = \"acme\"\nacme_directory = \"http://x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("acme_directory"), "{e}");
+    }
+
+    #[test]
+    fn empty_mail_domain_is_setup_mode() {
+        let (c, _) = parse("mail_domain = \"\"").unwrap();
+        assert!(c.mail_domain.is_empty());
     }
 
     #[test]

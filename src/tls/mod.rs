@@ -65,16 +65,27 @@ pub struct Tls {
 impl Tls {
     pub fn new(cfg: &Config) -> Result<Tls, TlsError> {
         let source = cfg.tls_mode();
+        let self_signed = || -> Result<(PathBuf, PathBuf), TlsError> {
+            let dir = cfg.data_dir.join("tls");
+            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+            if !c.exists() || !k.exists() {
+                generate_self_signed(&cfg.mail_domain, &dir)?;
+            }
+            Ok((c, k))
+        };
         let (cert_path, key_path) = match &source {
             TlsMode::Files { cert, key } => (cert.clone(), key.clone()),
-            TlsMode::SelfSigned => {
-                let dir = cfg.data_dir.join("tls");
-                let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-                if !c.exists() || !k.exists() {
-                    generate_self_signed(&cfg.mail_domain, &dir)?;
+            TlsMode::SelfSigned => self_signed()?,
+            // An ACME certificate once `src/acme` has one; until then the self-signed one.
+            TlsMode::Acme { cert, key } => match load_certified_key(cert, key) {
+                Ok(_) => (cert.clone(), key.clone()),
+                Err(e) => {
+                    if cert.exists() {
+                        tracing::warn!("ACME certificate does not load, serving self-signed: {e}");
+                    }
+                    self_signed()?
                 }
-                (c, k)
-            }
+            },
         };
         let key = load_certified_key(&cert_path, &key_path)?;
         let resolver = Arc::new(Resolver {
@@ -101,6 +112,18 @@ impl Tls {
             cert_pem_path: cert_path,
             source,
         })
+    }
+
+    /// Serve the certificate chain and key in these PEM files on every listener from the next
+    /// handshake on (used by `src/acme` after issuance or renewal).
+    pub fn install(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        let k = load_certified_key(cert, key)?;
+        *self
+            .resolver
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(k);
+        Ok(())
     }
 
     /// Re-read certificate files every `every` while they change (files mode only).

@@ -117,6 +117,7 @@ pub async fn serve_https(ctx: Arc<Ctx>, conn: Conn, peer_ip: Option<IpAddr>) {
 
 pub async fn serve_http(ctx: Arc<Ctx>, stream: TcpStream) {
     let app = Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(acme_challenge))
         .fallback(redirect)
         .layer(middleware::from_fn(read_body_first))
         .with_state(ctx);
@@ -245,6 +246,21 @@ fn json_reason(status: StatusCode, reason: &str) -> Response {
 
 fn moved(to: &str) -> Response {
     (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response()
+}
+
+/// HTTP-01 answers of a running ACME order (port 80; never redirected).
+async fn acme_challenge(
+    State(ctx): State<Arc<Ctx>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    match ctx.acme.challenge_response(&token) {
+        Some(key_auth) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            key_auth,
+        )
+            .into_response(),
+        None => not_found().await,
+    }
 }
 
 async fn redirect(State(ctx): State<Arc<Ctx>>, uri: Uri) -> Response {
