@@ -12,6 +12,7 @@
 //! - [`web`]: HTTP endpoints (autoconfig).
 //! - [`replies`]: every SMTP reply line and IMAP response text in one place.
 //! - [`invite`]: invite links and the terminal QR code.
+//! - [`setup`]: the first-boot wizard's persisted choices and the serve loop that reloads them.
 //! - [`dkim`]: DKIM keys, signing and strict inbound verification.
 //! - [`delivery`]: the outbound queue runner, `/mxdeliv` and SMTP clients, bounces, DNS zone.
 //! - [`expiry`]: the daily retention job (old/large mail, quota trimming, inactive accounts).
@@ -34,6 +35,7 @@ pub mod net;
 pub mod policy;
 pub mod push;
 pub mod replies;
+pub mod setup;
 pub mod smtp;
 pub mod store;
 pub mod tls;
@@ -58,6 +60,9 @@ pub struct Ctx {
     pub delivery: delivery::Delivery,
     /// Prometheus instruments (`metrics::spawn` serves them on `metrics_listen`).
     pub metrics: Arc<metrics::Metrics>,
+    /// Notified when the relay must be rebuilt from its (changed) configuration; the serve loop
+    /// (`setup::serve_loop`) waits on it.
+    pub reload: tokio::sync::Notify,
 }
 
 impl Ctx {
@@ -84,6 +89,7 @@ impl Ctx {
             dkim,
             delivery,
             metrics,
+            reload: tokio::sync::Notify::new(),
         }))
     }
 }

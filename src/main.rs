@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 
 use chatmail_box::config::Config;
 use chatmail_box::store::{Account, Store};
-use chatmail_box::{auth, device, invite, net, Ctx};
+use std::sync::Arc;
+
+use chatmail_box::{auth, device, invite, net, setup, Ctx};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +40,14 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1")]
         invite_host: String,
     },
+    /// Print the invite link and its QR code: `DCACCOUNT:https://<domain>/new`, or with a
+    /// self-signed certificate (LAN-only mode) a `dclogin:` link for a fresh account.
+    Invite {
+        /// Host name or IP address put into a `dclogin:` link (default: the IP of an IP-only
+        /// relay, else none).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Validate the configuration and print the effective values.
     CheckConfig,
     /// Print the DNS zone to publish (generates the DKIM key on first use).
@@ -57,7 +67,7 @@ enum Cmd {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum AccountCmd {
     /// List accounts.
     List,
@@ -94,31 +104,49 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(d) = data_dir {
         cfg.data_dir = d;
     }
+    // The web wizard's choices (<data_dir>/setup.toml) override the file.
+    setup::overlay(&mut cfg)?;
     cfg.validate()?;
     Ok(cfg)
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::prelude::*;
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            // Warnings and errors for the admin status page.
+            .with(setup::errors::RecentErrors)
+            .init();
+    }
     let cfg = load_config(&cli)?;
-    match cli.cmd {
+    match &cli.cmd {
         Cmd::Serve {
             invite,
             invite_host,
-        } => serve(cfg, invite.then_some(invite_host)),
+        } => serve(&cli, invite.then(|| invite_host.clone())),
         Cmd::CheckConfig => {
-            println!("configuration ok: mail_domain = {}", cfg.mail_domain);
+            if setup::needs_setup(&cfg) {
+                println!("configuration ok: no mail_domain yet (setup mode: `serve` runs the web wizard)");
+            } else {
+                println!("configuration ok: mail_domain = {}", cfg.mail_domain);
+            }
             println!("{cfg:#?}");
             Ok(())
         }
-        Cmd::Account { cmd } => account(cfg, cmd),
-        Cmd::Dns { ip, check } => dns(cfg, ip, check),
+        Cmd::Invite { host } => match invite::invite_link(&cfg, host.as_deref()) {
+            Some(link) => {
+                print!("{}", invite::invite_text(&link));
+                Ok(())
+            }
+            None => bail!("no mail_domain yet: finish the setup wizard first"),
+        },
+        Cmd::Account { cmd } => account(cfg, cmd.clone()),
+        Cmd::Dns { ip, check } => dns(cfg, ip.clone(), *check),
     }
 }
 
@@ -134,57 +162,75 @@ fn tune_allocator() {
     }
 }
 
-fn serve(cfg: Config, invite_host: Option<String>) -> anyhow::Result<()> {
+fn serve(cli: &Cli, invite_host: Option<String>) -> anyhow::Result<()> {
     tune_allocator();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(64)
-        .build()?;
-    rt.block_on(async move {
-        let ctx = Ctx::new(cfg)?;
-        // Appliance LED / watchdog / display: inert unless `[device]` is configured.
-        let dev_cfg = device::DeviceConfig::from_settings(&ctx.cfg.device);
-        let dev =
-            (!dev_cfg.is_empty()).then(|| device::Device::start(&dev_cfg, &ctx.cfg.mail_domain));
-        let listeners = net::bind_all(&ctx).await?;
-        // Generate the DKIM key now (not at the first outgoing message) so `dns` can print it.
-        let c = ctx.clone();
-        tokio::task::spawn_blocking(move || c.dkim.signer().map(|_| ())).await??;
-        let _runner = chatmail_box::delivery::spawn(ctx.clone());
-        let _expiry = chatmail_box::expiry::spawn(ctx.clone());
-        chatmail_box::metrics::spawn(&ctx).await?;
-        let _push = chatmail_box::push::spawn(ctx.clone())?;
-        // UDP turn_port when `turn = true` (src/turn); kept alive until shutdown.
-        let _turn = chatmail_box::turn::spawn(&ctx.cfg).await?;
-        ctx.tls.spawn_reloader(std::time::Duration::from_secs(30));
-        // tls = "acme": issue / renew in the background (listeners are bound already); the task
-        // stops when `_acme` is dropped.
-        let _acme = chatmail_box::acme::spawn(ctx.clone());
-        for (svc, l) in &listeners {
-            tracing::info!(service = svc.name(), addr = %l.local_addr()?, "listening");
-        }
-        if let Some(host) = invite_host {
-            println!("{}", invite::terminal_invite(&ctx.cfg, &host));
-        }
-        let monitor = async {
-            match &dev {
-                Some(d) => {
-                    d.monitor(&ctx.cfg.data_dir, std::time::Duration::from_secs(10))
-                        .await
-                }
-                None => std::future::pending().await,
+    let invite_host = Arc::new(invite_host);
+    let hooks = setup::Hooks {
+        shutdown: Box::new(|| Box::pin(shutdown_signal())),
+        runtime: Box::new(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads(64)
+                .build()
+        }),
+        relay: Box::new(move |ctx, listeners, reload| {
+            Box::pin(relay(ctx, listeners, invite_host.clone(), reload))
+        }),
+    };
+    // Before setup (no mail_domain) the loop runs the web wizard; finishing it, or changing
+    // settings later, rebuilds the relay in this process (src/setup/run.rs).
+    let mut listeners = setup::Listeners::new();
+    setup::serve_loop(&mut || load_config(cli), &mut listeners, &hooks)
+}
+
+/// One configured relay on its listeners, until SIGTERM / Ctrl-C or a reload request.
+async fn relay(
+    ctx: Arc<Ctx>,
+    listeners: Vec<(net::Service, tokio::net::TcpListener)>,
+    invite_host: Arc<Option<String>>,
+    reload: setup::run::BoxFuture<()>,
+) -> anyhow::Result<()> {
+    // Appliance LED / watchdog / display: inert unless `[device]` is configured.
+    let dev_cfg = device::DeviceConfig::from_settings(&ctx.cfg.device);
+    let dev = (!dev_cfg.is_empty()).then(|| device::Device::start(&dev_cfg, &ctx.cfg.mail_domain));
+    // Generate the DKIM key now (not at the first outgoing message) so `dns` can print it.
+    let c = ctx.clone();
+    tokio::task::spawn_blocking(move || c.dkim.signer().map(|_| ())).await??;
+    let _runner = chatmail_box::delivery::spawn(ctx.clone());
+    let _expiry = chatmail_box::expiry::spawn(ctx.clone());
+    chatmail_box::metrics::spawn(&ctx).await?;
+    let _push = chatmail_box::push::spawn(ctx.clone())?;
+    // UDP turn_port when `turn = true` (src/turn); kept alive until shutdown.
+    let _turn = chatmail_box::turn::spawn(&ctx.cfg).await?;
+    ctx.tls.spawn_reloader(std::time::Duration::from_secs(30));
+    // tls = "acme": issue / renew in the background (listeners are bound already); the task
+    // stops when `_acme` is dropped.
+    let _acme = chatmail_box::acme::spawn(ctx.clone());
+    for (svc, l) in &listeners {
+        tracing::info!(service = svc.name(), addr = %l.local_addr()?, "listening");
+    }
+    if let Some(host) = invite_host.as_deref() {
+        println!("{}", invite::terminal_invite(&ctx.cfg, host));
+    }
+    let monitor = async {
+        match &dev {
+            Some(d) => {
+                d.monitor(&ctx.cfg.data_dir, std::time::Duration::from_secs(10))
+                    .await
             }
-        };
-        tokio::select! {
-            _ = net::serve(ctx.clone(), listeners) => {}
-            _ = shutdown_signal() => tracing::info!("shutting down"),
-            _ = monitor => {}
+            None => std::future::pending().await,
         }
-        if let Some(d) = dev {
-            d.shutdown().await;
-        }
-        Ok(())
-    })
+    };
+    tokio::select! {
+        _ = net::serve(ctx.clone(), listeners) => {}
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = reload => {}
+        _ = monitor => {}
+    }
+    if let Some(d) = dev {
+        d.shutdown().await;
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -338,16 +338,15 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let d = &self.mail_domain;
-        if d.is_empty() {
-            return Err(invalid("mail_domain", "must be set"));
-        }
-        if d.len() > 253
-            || d.starts_with('.')
-            || d.ends_with('.')
-            || d.contains("..")
-            || !d
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        // An empty mail_domain is setup mode: `serve` runs the web wizard (src/setup).
+        if !d.is_empty()
+            && (d.len() > 253
+                || d.starts_with('.')
+                || d.ends_with('.')
+                || d.contains("..")
+                || !d
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
         {
             return Err(invalid(
                 "mail_domain",
@@ -655,6 +654,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("acme_directory"), "{e}");
+    }
+
+    #[test]
+    fn empty_mail_domain_is_setup_mode() {
+        let (c, _) = parse("mail_domain = \"\"").unwrap();
+        assert!(c.mail_domain.is_empty());
     }
 
     #[test]

@@ -24,9 +24,12 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+mod admin;
 mod limit;
 mod mxdeliv;
 pub mod pages;
+mod session;
+pub mod wizard;
 use crate::net::Conn;
 use crate::Ctx;
 
@@ -103,6 +106,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/mail/config-v1.1.xml", get(autoconfig))
         .route("/new", any(new_account))
         .route("/cgi-bin/newemail.py", any(new_account))
+        // The wizard at /setup and the status page at /admin, behind the admin session.
+        .merge(admin::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(read_body_first))
         // /mxdeliv reads (and bounds) its body itself, with the message size limit.
@@ -170,10 +175,13 @@ async fn site(State(s): State<WebState>, req: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    // Admin and wizard pages set their own CSP (forms may post to this origin).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
