@@ -45,9 +45,10 @@ command -v zbarimg >/dev/null || need="$need zbar-tools"
 command -v socat >/dev/null || need="$need socat"
 command -v python3 >/dev/null || need="$need python3"
 qemu_bp=""
-if ! command -v qemu-system-aarch64 >/dev/null; then
-    qemu_bp="qemu-system-arm"
-fi
+command -v qemu-system-aarch64 >/dev/null || qemu_bp=" qemu-system-arm"
+# qemu-aarch64 runs the arm64 busybox once to list its applets (from backports too: bookworm's
+# 7.2 cannot sit beside backports' qemu-utils).
+command -v qemu-aarch64 >/dev/null || qemu_bp="$qemu_bp qemu-user"
 if [ "$changed" = 1 ] || [ -n "$need$qemu_bp" ] || [ ! -e /var/lib/apt/lists/deb.debian.org_debian_dists_${codename}-backports_InRelease ]; then
     $SUDO apt-get update -qq
 fi
@@ -56,6 +57,6 @@ if [ -n "$need" ]; then
     $SUDO apt-get install -y -qq --no-install-recommends $need
 fi
 if [ -n "$qemu_bp" ]; then
-    echo "qemu-deps.sh: installing $qemu_bp from $codename-backports" >&2
+    echo "qemu-deps.sh: installing$qemu_bp from $codename-backports" >&2
     $SUDO apt-get install -y -qq --no-install-recommends -t "$codename-backports" $qemu_bp
 fi

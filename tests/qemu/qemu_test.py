@@ -13,6 +13,7 @@ virt (same SD image as a virtio disk, virtio-gpu, i6300esb, virtio-net with host
 Every QEMU process is killed on exit (also on errors and signals). Prints boot-to-ready times.
 """
 
+import atexit
 import base64
 import imaplib
 import json
@@ -559,6 +560,8 @@ def test_virt(work):
 def main():
     signal.signal(signal.SIGTERM, cleanup)
     signal.signal(signal.SIGINT, cleanup)
+    signal.signal(signal.SIGHUP, cleanup)
+    atexit.register(cleanup)
     for f in ["Image", "initrd.gz", "sdcard.img", "bcm2837-rpi-zero-2-w.dtb"]:
         if not os.path.exists(os.path.join(IMAGES, f)):
             sys.exit(f"qemu-test: {IMAGES}/{f} missing: run scripts/qemu-image.sh")
