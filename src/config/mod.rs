@@ -663,12 +663,6 @@ mod tests {
     }
 
     #[test]
-    fn empty_mail_domain_is_setup_mode() {
-        let (c, _) = parse("mail_domain = \"\"").unwrap();
-        assert!(c.mail_domain.is_empty());
-    }
-
-    #[test]
     fn ip_domain_addresses() {
         let (c, _) = parse("mail_domain = \"1.3.3.7\"").unwrap();
         assert_eq!(c.address_domain(), "[1.3.3.7]");
