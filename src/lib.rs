@@ -12,6 +12,7 @@
 //! - [`web`]: HTTP endpoints (autoconfig).
 //! - [`replies`]: every SMTP reply line and IMAP response text in one place.
 //! - [`invite`]: invite links and the terminal QR code.
+//! - [`mdns`]: `chatmail-box.local` and the web services announced over mDNS (`mdns = true`).
 //! - [`setup`]: the first-boot wizard's persisted choices and the serve loop that reloads them.
 //! - [`dkim`]: DKIM keys, signing and strict inbound verification.
 //! - [`delivery`]: the outbound queue runner, `/mxdeliv` and SMTP clients, bounces, DNS zone.
@@ -30,6 +31,7 @@ pub mod dkim;
 pub mod expiry;
 pub mod imap;
 pub mod invite;
+pub mod mdns;
 pub mod metrics;
 pub mod net;
 pub mod policy;

@@ -164,6 +164,11 @@ fn tune_allocator() {
 
 fn serve(cli: &Cli, invite_host: Option<String>) -> anyhow::Result<()> {
     tune_allocator();
+    // `mdns = true`: chatmail-box.local for the wizard and the relay, for the whole process.
+    let _mdns = chatmail_box::mdns::spawn(&load_config(cli)?).unwrap_or_else(|e| {
+        tracing::warn!("mDNS announcement failed: {e}");
+        None
+    });
     let invite_host = Arc::new(invite_host);
     let hooks = setup::Hooks {
         shutdown: Box::new(|| Box::pin(shutdown_signal())),

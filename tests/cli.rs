@@ -1,4 +1,4 @@
-//! The binary's CLI: check-config, account management, import, the data-dir lock.
+//! The binary's CLI: check-config, account management, import, the data-dir lock, invite.
 use std::process::Command;
 
 fn bin() -> Command {
@@ -150,4 +150,96 @@ fn second_process_on_one_data_dir_fails_clearly() {
         err.contains("in use by another chatmail-box process"),
         "{err}"
     );
+}
+
+/// The terminal QR of `invite` (Unicode half blocks, light modules painted for dark terminals)
+/// turned back into a bitmap and decoded.
+fn decode_terminal_qr(out: &str) -> String {
+    let rows: Vec<Vec<char>> = out
+        .lines()
+        .filter(|l| {
+            l.chars().count() >= 21 && l.chars().all(|c| matches!(c, '█' | '▀' | '▄' | ' '))
+        })
+        .map(|l| l.chars().collect())
+        .collect();
+    assert!(rows.len() >= 11, "no QR in the output:\n{out}");
+    // Each character is one module wide and two modules high: (top, bottom) painted.
+    let mut light: Vec<Vec<bool>> = Vec::new();
+    for r in &rows {
+        let (mut top, mut bottom) = (Vec::new(), Vec::new());
+        for c in r {
+            let (t, b) = match c {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                _ => (false, false),
+            };
+            top.push(t);
+            bottom.push(b);
+        }
+        light.push(top);
+        light.push(bottom);
+    }
+    const S: usize = 4;
+    let (w, h) = (light[0].len(), light.len());
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w * S, h * S, |x, y| {
+        if light[y / S].get(x / S).copied().unwrap_or(true) {
+            255
+        } else {
+            0
+        }
+    });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in:\n{out}");
+    grids[0].decode().expect("QR decodes").1
+}
+
+#[test]
+fn invite_prints_link_and_qr() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("c.toml");
+    let data = d.path().join("data");
+    std::fs::write(
+        &cfg,
+        format!(
+            "mail_domain = \"chat.example.org\"\ntls = \"acme\"\ndata_dir = {:?}\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["--config", cfg.to_str().unwrap(), "invite"]);
+    assert!(ok, "{err}");
+    let link = "DCACCOUNT:https://chat.example.org/new";
+    assert!(out.lines().any(|l| l.trim() == link), "{out}");
+    assert_eq!(decode_terminal_qr(&out), link);
+
+    // LAN-only (self-signed, the LAN address as domain): a dclogin: link for a fresh account
+    // that names the IP and accepts the certificate.
+    std::fs::write(
+        &cfg,
+        format!(
+            "mail_domain = \"192.168.1.20\"\ntls = \"self-signed\"\ndata_dir = {:?}\n\
+             [ports]\nimaps = 993\nsubmissions = 465\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["--config", cfg.to_str().unwrap(), "invite"]);
+    assert!(ok, "{err}");
+    let link = out
+        .lines()
+        .find(|l| l.starts_with("dclogin:"))
+        .unwrap_or_else(|| panic!("no dclogin link in:\n{out}"));
+    assert!(link.contains("@[192.168.1.20]?p="), "{link}");
+    assert!(link.contains("&ih=192.168.1.20&ip=993&is=ssl&sh=192.168.1.20&sp=465&ss=ssl&ic=3"));
+    assert_eq!(decode_terminal_qr(&out), link);
+    // Each call invents a fresh account.
+    let (_, again, _) = run(&["--config", cfg.to_str().unwrap(), "invite"]);
+    assert!(!again.contains(link));
+
+    // Before setup there is nothing to invite to.
+    std::fs::write(&cfg, "mail_domain = \"\"\n").unwrap();
+    let (ok, _, err) = run(&["--config", cfg.to_str().unwrap(), "invite"]);
+    assert!(!ok);
+    assert!(err.contains("mail_domain"), "{err}");
 }

@@ -179,6 +179,13 @@ pub struct Config {
     /// JSON served as METADATA `appversions`; default an empty client list.
     pub appversions_file: Option<PathBuf>,
 
+    // ---- mDNS (src/mdns) ----
+    /// Announce `chatmail-box.local` (A record of the LAN address) and `_http._tcp` /
+    /// `_https._tcp` services on the local network. Off by default; the appliance turns it on.
+    pub mdns: bool,
+    /// UDP port of the mDNS responder (5353; tests use another one).
+    pub mdns_port: u16,
+
     // ---- appliance (src/device) ----
     /// `[device]`: status LED, watchdog and display of the Raspberry Pi appliance; all off.
     pub device: DeviceSettings,
@@ -257,6 +264,8 @@ impl Default for Config {
             turn_host: None,
             turn_port: 3478,
             appversions_file: None,
+            mdns: false,
+            mdns_port: 5353,
             device: DeviceSettings::default(),
         }
     }
@@ -560,6 +569,8 @@ fn known_keys() -> Vec<&'static str> {
         "turn_host",
         "turn_port",
         "appversions_file",
+        "mdns",
+        "mdns_port",
         "device",
     ];
     v.extend_from_slice(KNOWN_LEGACY);

@@ -73,6 +73,41 @@ pub fn terminal_qr(data: &str) -> String {
     }
 }
 
+/// The link `chatmail-box invite` prints: `DCACCOUNT:https://<domain>/new` when the relay has a
+/// certificate clients trust (ACME or certificate files), else (self-signed, including LAN-only
+/// mode whose domain is the LAN address) a `dclogin:` link for a fresh account with `ic=3`,
+/// naming `host` (default: the IP of an IP-only relay) and the implicit-TLS ports when known.
+/// `None` before setup (no `mail_domain`).
+pub fn invite_link(cfg: &Config, host: Option<&str>) -> Option<String> {
+    let domain = cfg.mail_domain.trim();
+    if domain.is_empty() {
+        return None;
+    }
+    if !matches!(cfg.tls_mode(), crate::config::TlsMode::SelfSigned) {
+        return Some(format!("DCACCOUNT:https://{domain}/new"));
+    }
+    let addr = format!(
+        "{}@{}",
+        random_local(cfg.username_max_length),
+        cfg.address_domain()
+    );
+    let ip = cfg.ip_domain().map(|ip| ip.to_string());
+    let ep = host.or(ip.as_deref()).map(|host| Endpoints {
+        host,
+        imap_port: cfg.ports.imaps,
+        smtp_port: cfg.ports.submissions,
+    });
+    Some(dclogin(&addr, &random_password(), ep.as_ref()))
+}
+
+/// What `chatmail-box invite` prints: the QR code in the terminal and the link under it.
+pub fn invite_text(link: &str) -> String {
+    format!(
+        "Scan with Delta Chat (or open the link on the phone):\n\n{}\n{link}\n",
+        terminal_qr(link)
+    )
+}
+
 /// The invite `make run` prints: fresh credentials as a `dclogin:` link that points a client on
 /// this machine at `host` with the configured implicit-TLS ports, plus its QR code. The account
 /// is created when the client first logs in.
