@@ -164,6 +164,7 @@ async fn generation(cfg: Config, listeners: &mut Listeners, hooks: &Hooks) -> an
     if super::needs_setup(&cfg) {
         let l = listeners.take(&cfg, SETUP_SERVICES)?;
         let reload = Arc::new(Notify::new());
+        let site_cfg = cfg.clone();
         let site = crate::web::wizard::SetupSite::new(cfg, reload.clone())?;
         for (svc, l) in &l {
             tracing::info!(service = svc.name(), addr = %l.local_addr()?, "setup wizard listening");
@@ -172,11 +173,27 @@ async fn generation(cfg: Config, listeners: &mut Listeners, hooks: &Hooks) -> an
             "not configured yet: open https://{} in a browser on the home network",
             site.lan_host()
         );
-        tokio::select! {
-            _ = crate::web::wizard::serve_setup(site, l) => Ok(Exit::Shutdown),
-            _ = reload.notified() => Ok(Exit::Reload),
-            _ = (hooks.shutdown)() => Ok(Exit::Shutdown),
+        // The appliance shows "setup needed": slow LED blink, the wizard's address on the
+        // display, watchdog petted (all inert without `[device]`).
+        let dev_cfg = crate::device::DeviceConfig::from_settings(&site_cfg.device);
+        let dev = (!dev_cfg.is_empty()).then(|| crate::device::Device::start(&dev_cfg, ""));
+        if let Some(d) = &dev {
+            d.update(&crate::device::Inputs {
+                started: true,
+                listeners_up: true,
+                setup_done: false,
+                ..Default::default()
+            });
         }
+        let exit = tokio::select! {
+            _ = crate::web::wizard::serve_setup(site, l) => Exit::Shutdown,
+            _ = reload.notified() => Exit::Reload,
+            _ = (hooks.shutdown)() => Exit::Shutdown,
+        };
+        if let Some(d) = dev {
+            d.shutdown().await;
+        }
+        Ok(exit)
     } else {
         let ctx = open_ctx(cfg).await?;
         let l = listeners.take(&ctx.cfg, RELAY_SERVICES)?;
