@@ -112,9 +112,10 @@ impl Admin {
         let mut s = self.lock();
         s.retain(|_, v| v.created.elapsed() < LIFETIME);
         while s.len() >= MAX_SESSIONS {
+            // Anonymous sessions go first: a flood of login-page views cannot evict the admin.
             let oldest = s
                 .iter()
-                .min_by_key(|(_, v)| v.created)
+                .min_by_key(|(_, v)| (v.admin, v.created))
                 .map(|(k, _)| k.clone());
             match oldest {
                 Some(k) => s.remove(&k),
@@ -240,6 +241,19 @@ mod tests {
         a.end(&id);
         assert!(a.get(&h).is_none());
         assert!(set_cookie("x", true).ends_with("HttpOnly; SameSite=Strict; Secure"));
+    }
+
+    #[test]
+    fn anonymous_sessions_are_evicted_before_the_admin() {
+        let a = Admin::new();
+        let (admin, _) = a.start(true);
+        for _ in 0..MAX_SESSIONS * 2 {
+            a.start(false);
+        }
+        let mut h = HeaderMap::new();
+        h.insert("cookie", format!("{COOKIE}={admin}").parse().unwrap());
+        assert!(a.get(&h).is_some_and(|(_, s)| s.admin));
+        assert!(a.lock().len() <= MAX_SESSIONS);
     }
 
     #[test]
