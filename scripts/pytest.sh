@@ -130,6 +130,8 @@ trap cleanup EXIT
   # resolve each other through the test's DNS server; the Delta Chat clients use this file.
   echo "$FED_A_IP $FED_A_DOMAIN autoconfig.$FED_A_DOMAIN www.$FED_A_DOMAIN mta-sts.$FED_A_DOMAIN"
   echo "$FED_B_IP $FED_B_DOMAIN autoconfig.$FED_B_DOMAIN www.$FED_B_DOMAIN mta-sts.$FED_B_DOMAIN"
+  # The relay with TURN, iroh URL and appversions of test_metadata_client.py.
+  echo "127.0.0.9 _meta.test"
 } > "$TMP/hosts"
 
 # 3. Namespaces: mount (required) + network + PID (if possible).
