@@ -29,6 +29,7 @@ pub mod delivery;
 pub mod device;
 pub mod dkim;
 pub mod expiry;
+pub mod fsutil;
 pub mod imap;
 pub mod invite;
 pub mod mdns;

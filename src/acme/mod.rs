@@ -17,6 +17,7 @@
 
 mod http;
 
+use crate::fsutil::write_atomic;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -449,25 +450,6 @@ fn read_cert(path: &Path) -> Result<CertInfo, String> {
         names,
         spki: c.public_key().subject_public_key.data.to_vec(),
     })
-}
-
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The running certificate task; dropping it stops the task (a reload of the relay builds a

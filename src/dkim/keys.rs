@@ -5,7 +5,6 @@
 //! PKCS#8 PEM is accepted too. Ed25519 keys are PKCS#8 PEM. Files are created with mode 0600.
 //! Signing uses ring (constant-time RSA), generation the RustCrypto `rsa` crate via mail-auth.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
@@ -86,22 +85,10 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 /// Write a new key file with mode 0600, atomically (tmp + rename + directory fsync).
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().ok_or_else(|| anyhow!("bad key path"))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    crate::fsutil::write_atomic(path, text.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Load the RSA key at `path`, generating a 2048-bit key first if the file does not exist.

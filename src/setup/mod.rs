@@ -77,29 +77,12 @@ pub fn load(data_dir: &Path) -> Result<Option<Setup>, SetupError> {
 
 /// Write `setup` atomically: a crash leaves the old file or the new one, never a torn one.
 pub fn save(data_dir: &Path, setup: &Setup) -> Result<(), SetupError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let p = path(data_dir);
     let err = |e| SetupError::Write(p.clone(), e);
     let text = toml::to_string(setup)
         .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     std::fs::create_dir_all(data_dir).map_err(err)?;
-    let tmp = data_dir.join(format!("{FILE}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, &p).map_err(err)?;
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
+    crate::fsutil::write_atomic(&p, text.as_bytes(), 0o600).map_err(err)
 }
 
 impl Setup {

@@ -211,19 +211,6 @@ pub fn generate_self_signed(domain: &str, dir: &Path) -> Result<(), TlsError> {
 }
 
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: std::io::Error| TlsError::File(path.into(), e.to_string());
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(())
+    crate::fsutil::write_atomic(path, data, mode)
+        .map_err(|e| TlsError::File(path.into(), e.to_string()))
 }
