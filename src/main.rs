@@ -114,8 +114,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     {
         use tracing_subscriber::prelude::*;
-        let filter =
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        // The TURN crates log every malformed datagram at error level, with the sender's
+        // address: off by default (no client IPs in logs, no log flood from junk traffic).
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "info,turn=off,stun=off,webrtc_util=off".into());
         tracing_subscriber::registry()
             .with(filter)
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
