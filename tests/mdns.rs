@@ -29,7 +29,7 @@ fn free_port(ip: IpAddr) -> u16 {
 
 #[test]
 fn relay_announces_chatmail_box_local() {
-    let lan = chatmail_box::mdns::lan_addr(&chatmail_box::config::Config {
+    let lan = chatmail_box::setup::lan_ip(&chatmail_box::config::Config {
         listen: "0.0.0.0".parse().unwrap(),
         ..Default::default()
     });

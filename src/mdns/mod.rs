@@ -6,7 +6,7 @@
 //! of the announced address. Runs only with `mdns = true` (the appliance's config; off by
 //! default so tests and servers announce nothing). Must not know: HTTP, certificates, the store.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 
 use mdns_sd::{ServiceDaemon, ServiceInfo};
 
@@ -33,31 +33,14 @@ impl Drop for Announcer {
     }
 }
 
-/// The address the box is reached on in the home network: the `listen` address if it is a
-/// specific one, else the source address of the default route (a connected UDP socket sends
-/// nothing), else loopback.
-pub fn lan_addr(cfg: &Config) -> IpAddr {
-    if !cfg.listen.is_unspecified() {
-        return cfg.listen;
-    }
-    let probe = || -> Option<IpAddr> {
-        let s = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).ok()?;
-        s.connect(SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 9)))
-            .ok()?;
-        let ip = s.local_addr().ok()?.ip();
-        (!ip.is_unspecified()).then_some(ip)
-    };
-    probe().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
-
 /// Start announcing if `mdns = true` (else `Ok(None)`): `chatmail-box.local` →
-/// [`lan_addr`], `_http._tcp` on `ports.http` and `_https._tcp` on `ports.https` (a port of 0,
-/// a closed listener, is not announced).
+/// [`crate::setup::lan_ip`], `_http._tcp` on `ports.http` and `_https._tcp` on `ports.https`
+/// (a port of 0, a closed listener, is not announced).
 pub fn spawn(cfg: &Config) -> Result<Option<Announcer>, mdns_sd::Error> {
     if !cfg.mdns {
         return Ok(None);
     }
-    let addr = lan_addr(cfg);
+    let addr = crate::setup::lan_ip(cfg);
     let daemon = ServiceDaemon::new_with_port(cfg.mdns_port)?;
     for (ty, port) in [
         ("_http._tcp.local.", cfg.ports.http),

@@ -179,3 +179,12 @@ async fn handshake(cfg: Arc<rustls::ServerConfig>, stream: TcpStream) -> Option<
         Err(_) => None,
     }
 }
+
+/// The local address of the default IPv4 route (the box's LAN address), found by connecting a
+/// UDP socket towards a documentation address: no packet is sent. `None` without such a route.
+pub fn default_route_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect((std::net::Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}

@@ -12,7 +12,7 @@
 pub mod errors;
 pub mod run;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -121,17 +121,7 @@ pub fn lan_ip(cfg: &Config) -> IpAddr {
     if !cfg.listen.is_unspecified() {
         return cfg.listen;
     }
-    let probe = |bind: SocketAddr, to: SocketAddr| -> Option<IpAddr> {
-        let s = std::net::UdpSocket::bind(bind).ok()?;
-        s.connect(to).ok()?;
-        let ip = s.local_addr().ok()?.ip();
-        (!ip.is_unspecified()).then_some(ip)
-    };
-    probe(
-        "0.0.0.0:0".parse().expect("valid"),
-        "192.0.2.1:9".parse().expect("valid"),
-    )
-    .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    crate::net::default_route_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// A mail domain a person may type: a host name (labels of letters, digits, `-`, `_`), lower

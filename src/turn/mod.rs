@@ -139,15 +139,11 @@ pub fn relay_ip(cfg: &Config) -> anyhow::Result<IpAddr> {
     if let Some(ip) = cfg.public_ipv6.filter(|_| !cfg.disable_ipv6) {
         return Ok(ip.into());
     }
-    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|s| s.connect((Ipv4Addr::new(192, 0, 2, 1), 3478)).map(|()| s))
-        .and_then(|s| s.local_addr());
-    match probe {
-        Ok(a) if !a.ip().is_unspecified() => Ok(a.ip()),
-        _ => anyhow::bail!(
+    crate::net::default_route_ip().ok_or_else(|| {
+        anyhow::anyhow!(
             "turn: no relay address (set `listen` to a specific address or `public_ipv4`)"
-        ),
-    }
+        )
+    })
 }
 
 /// TURN REST credentials: username `<expiry>` or `<expiry>:<anything>`, checked against the
