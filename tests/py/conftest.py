@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import socket
@@ -68,12 +69,13 @@ def relay(tmp_path_factory, logdir):
     print(f"\nrelay log: {r.log_path}")
 
 
-@pytest.fixture(scope="module")
-def rpc(relay, tmp_path_factory, logdir, request):
+@contextlib.contextmanager
+def open_rpc(tmp_path_factory, logdir, request):
+    """One deltachat-rpc-server with a fresh accounts dir; its stderr goes to
+    `<logdir>/rpc-server-<module>.log`. For modules that bring their own relays."""
     from deltachat_rpc_client import Rpc
 
-    base = tmp_path_factory.mktemp("dc")
-    accounts = base / "accounts"  # must not exist yet
+    accounts = tmp_path_factory.mktemp("dc") / "accounts"  # must not exist yet
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
     env.setdefault("NO_COLOR", "1")
@@ -81,6 +83,12 @@ def rpc(relay, tmp_path_factory, logdir, request):
     with open(logdir / f"rpc-server-{name}.log", "ab") as errlog:
         with Rpc(accounts_dir=str(accounts), stderr=errlog, env=env) as rpc:
             yield rpc
+
+
+@pytest.fixture(scope="module")
+def rpc(relay, tmp_path_factory, logdir, request):
+    with open_rpc(tmp_path_factory, logdir, request) as rpc:
+        yield rpc
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,12 @@ from __future__ import annotations
 import email
 import email.policy
 import imaplib
-import os
 import re
 import time
 
 import pytest
 
+from conftest import open_rpc
 from dchelpers import AccountFactory, accepted_chat
 from deltachat_rpc_client.const import MessageState
 from fedtools import FED_A_DOMAIN, FED_A_IP, FED_B_DOMAIN, FED_B_IP, Federation, LogMark, check_hosts, relay_cli
@@ -65,17 +65,10 @@ def fed(tmp_path_factory, logdir):
 
 
 @pytest.fixture(scope="module")
-def rpc(fed, tmp_path_factory, logdir):
+def rpc(fed, tmp_path_factory, logdir, request):
     """One deltachat-rpc-server for this module (without the session relay on _chat.test)."""
-    from deltachat_rpc_client import Rpc
-
-    accounts = tmp_path_factory.mktemp("dc-fed") / "accounts"  # must not exist yet
-    env = dict(os.environ)
-    env.setdefault("RUST_LOG", "info")
-    env.setdefault("NO_COLOR", "1")
-    with open(logdir / "rpc-server-test_federation_client.log", "ab") as errlog:
-        with Rpc(accounts_dir=str(accounts), stderr=errlog, env=env) as rpc:
-            yield rpc
+    with open_rpc(tmp_path_factory, logdir, request) as rpc:
+        yield rpc
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import imaplib
 import json
-import os
 import re
 import socket
 
 import pytest
 
+from conftest import open_rpc
 from dchelpers import AccountFactory, accepted_chat
 from relaytools import Relay, unverified_context
 
@@ -77,17 +77,10 @@ def meta_relay(tmp_path_factory, logdir):
 
 
 @pytest.fixture(scope="module")
-def rpc(meta_relay, tmp_path_factory, logdir):
+def rpc(meta_relay, tmp_path_factory, logdir, request):
     """One deltachat-rpc-server for this module (the session relay on _chat.test is not needed)."""
-    from deltachat_rpc_client import Rpc
-
-    accounts = tmp_path_factory.mktemp("dc-meta") / "accounts"
-    env = dict(os.environ)
-    env.setdefault("RUST_LOG", "info")
-    env.setdefault("NO_COLOR", "1")
-    with open(logdir / "rpc-server-test_metadata_client.log", "ab") as errlog:
-        with Rpc(accounts_dir=str(accounts), stderr=errlog, env=env) as rpc:
-            yield rpc
+    with open_rpc(tmp_path_factory, logdir, request) as rpc:
+        yield rpc
 
 
 @pytest.fixture(scope="module")
