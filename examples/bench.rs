@@ -169,6 +169,23 @@ async fn submit(c: &mut Tls, from: &str, to: &str, body: &str) {
     assert!(r.starts_with("250"), "DATA: {r}");
 }
 
+/// Submit `body` up to `n` times on `c`, stopping at `deadline`; returns how many were accepted.
+async fn submit_until(
+    c: &mut Tls,
+    from: &str,
+    to: &str,
+    body: &str,
+    n: usize,
+    deadline: Instant,
+) -> usize {
+    let mut done = 0;
+    while done < n && Instant::now() <= deadline {
+        submit(c, from, to, body).await;
+        done += 1;
+    }
+    done
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -312,15 +329,7 @@ async fn main() {
             let to = addr(2 + (s + 1) % 16);
             let mut c = smtp_login(&from).await;
             let body = message(&from, &to, s);
-            let mut done = 0;
-            for _ in 0..per {
-                if Instant::now() > deadline {
-                    break;
-                }
-                submit(&mut c, &from, &to, &body).await;
-                done += 1;
-            }
-            done
+            submit_until(&mut c, &from, &to, &body, per, deadline).await
         }));
     }
     let mut total = 0;

@@ -16,7 +16,9 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 use super::fed::{free_port, FedNet, FedRelay};
-use super::{imap_login_at, imap_tagged, line, message, pct, send, smtp_login_at, submit, Tls};
+use super::{
+    imap_login_at, imap_tagged, line, message, pct, send, smtp_login_at, submit, submit_until, Tls,
+};
 
 const DOMAIN_A: &str = "_bench-a.test";
 const DOMAIN_B: &str = "_bench-b.test";
@@ -179,15 +181,7 @@ async fn run_one(label: &str, n: usize, ip_a: &'static str, ip_b: &'static str, 
         tasks.push(tokio::spawn(async move {
             let (from, to) = (user(1 + s, DOMAIN_A), user(1 + s, DOMAIN_B));
             let body = message(&from, &to, s);
-            let mut done = 0;
-            for _ in 0..per {
-                if Instant::now() > deadline {
-                    break;
-                }
-                submit(&mut c, &from, &to, &body).await;
-                done += 1;
-            }
-            done
+            submit_until(&mut c, &from, &to, &body, per, deadline).await
         }));
     }
     let mut sent = [0usize; SENDERS];
