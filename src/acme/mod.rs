@@ -420,14 +420,15 @@ fn reason(e: &instant_acme::Error) -> String {
 }
 
 /// The parts of the served certificate that the schedule needs.
-struct CertInfo {
-    not_after: SystemTime,
+pub(crate) struct CertInfo {
+    pub(crate) not_after: SystemTime,
     names: Vec<String>,
     /// The raw subject public key (EC point), compared with key.pem's.
     spki: Vec<u8>,
 }
 
-fn read_cert(path: &Path) -> Result<CertInfo, String> {
+/// The first certificate of a PEM file: expiry, DNS names, public key.
+pub(crate) fn read_cert(path: &Path) -> Result<CertInfo, String> {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {e}", path.display()))?

@@ -5,6 +5,7 @@
 //! [`AuthError`] to them), sled keys (it uses the store's API).
 
 mod guard;
+pub use guard::free_disk;
 
 use std::sync::Arc;
 

@@ -265,27 +265,6 @@ fn date(secs: i64) -> String {
         .unwrap_or_default()
 }
 
-/// notAfter of the first certificate in a PEM file.
-fn cert_not_after(path: &std::path::Path) -> Option<i64> {
-    use rustls_pki_types::pem::PemObject;
-    let der = rustls_pki_types::CertificateDer::pem_file_iter(path)
-        .ok()?
-        .next()?
-        .ok()?;
-    let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
-    Some(c.validity().not_after.timestamp())
-}
-
-/// Free bytes on the filesystem of `path`.
-fn disk_free(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
-}
-
 async fn status(State(s): State<WebState>, headers: HeaderMap) -> Response {
     let id = match require_admin(&s.ctx, &headers, None) {
         Ok(id) => id,
@@ -304,8 +283,10 @@ async fn status(State(s): State<WebState>, headers: HeaderMap) -> Response {
             st.push_len(),
             st.blob_bytes(),
             st.index_size(),
-            disk_free(&c.cfg.data_dir),
-            cert_not_after(&c.tls.cert_pem_path),
+            crate::auth::free_disk(&c.cfg.data_dir),
+            crate::acme::read_cert(&c.tls.cert_pem_path)
+                .ok()
+                .map(|i| unix(i.not_after)),
         )
     })
     .await;
