@@ -19,7 +19,8 @@ release:
 run: release
 	$(BIN_RELEASE) --data-dir data serve --invite
 
-## make test: every test, including the real Delta Chat client tests.
+## make test: every test, including the real Delta Chat client tests and the emulated appliance
+## boots (make qemu-test: builds the aarch64 binary with the `qemu-test` profile, ~10 min cold).
 test: test-rust test-py
 
 test-rust:
@@ -42,7 +43,8 @@ bench: release
 
 ## make aarch64: static aarch64-unknown-linux-musl release binary for the appliance (installs the
 ## rustup target, clang and llvm if missing). Output: target/cross/aarch64-unknown-linux-musl/release/
-## chatmail-box(.stripped). Slow (many minutes on 2 cores): not part of make test.
+## chatmail-box(.stripped). Slow (10-28 min cold on 2 cores): make test builds the faster
+## `qemu-test` profile instead (AARCH64_PROFILE=qemu-test).
 aarch64:
 	scripts/aarch64.sh
 
@@ -56,8 +58,10 @@ qemu-image:
 	scripts/qemu-image.sh
 
 ## make qemu-test: boot that image under qemu-system-aarch64 (raspi3b + Zero 2 W DTB, then virt with
-## virtio-gpu): relay at boot, ro root, data mount and persistence, LED/GPIO pattern, watchdog,
-## framebuffer QR, hard reset during submission. Builds the aarch64 binary first if missing.
+## virtio-gpu) in a private network namespace: relay at boot in setup mode, SNTP clock, ro root,
+## data mount and persistence, LED/GPIO patterns (setup needed, then healthy after the wizard),
+## watchdog, framebuffer QR (wizard address, then invite), hard reset during submission.
+## Brings the aarch64 binary (AARCH64_PROFILE, default qemu-test) up to date first.
 qemu-test:
 	scripts/qemu-test.sh
 

@@ -11,7 +11,9 @@
 #
 # Output in target/qemu/images: sdcard.img (256 MiB: raspi SD cards must be a power of two),
 # Image, initrd.gz and the DTBs for -kernel/-initrd/-dtb. Downloads are cached; reruns take seconds.
-# Env: CHATMAIL_BIN (default: the make aarch64 output, built if missing), QEMU_SD_SIZE (256M).
+# Env: CHATMAIL_BIN (default: scripts/aarch64.sh's output for AARCH64_PROFILE, default
+# `qemu-test`, brought up to date first; AARCH64_PROFILE=release tests the shipped build),
+# QEMU_SD_SIZE (256M).
 set -eu
 cd "$(dirname "$0")/.."
 TOP=$PWD
@@ -21,17 +23,19 @@ IMAGES=$OUT/images
 BUILD=$OUT/build
 BOARD=$TOP/board/raspberrypi
 QBOARD=$TOP/board/qemu
-BIN=${CHATMAIL_BIN:-$TOP/target/cross/aarch64-unknown-linux-musl/release/chatmail-box.stripped}
+export AARCH64_PROFILE=${AARCH64_PROFILE:-qemu-test}
+BIN=${CHATMAIL_BIN:-$TOP/target/cross/aarch64-unknown-linux-musl/$AARCH64_PROFILE/chatmail-box.stripped}
 SD_SIZE=${QEMU_SD_SIZE:-256M}
 
 log() { echo "qemu-image: $*" >&2; }
 
 scripts/qemu-deps.sh
 
-if [ ! -x "$BIN" ]; then
-    log "no static binary at $BIN: running scripts/aarch64.sh"
+if [ -z "${CHATMAIL_BIN:-}" ]; then
+    # Incremental: a no-op when the binary is up to date with the sources.
     scripts/aarch64.sh
 fi
+[ -x "$BIN" ] || { log "no static binary at $BIN"; exit 1; }
 
 # --- Debian payloads (cached) -----------------------------------------------------------------
 mkdir -p "$CACHE/debs"

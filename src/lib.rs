@@ -24,6 +24,7 @@
 
 pub mod acme;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod device;

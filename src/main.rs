@@ -60,6 +60,16 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// Set the system clock from an NTP server (SNTP) and mark it synchronised; runs as root
+    /// from init on the appliance. Repeats every 15 minutes (every minute while failing).
+    Clock {
+        /// NTP server: host name or IP address, optionally with :port.
+        #[arg(long, default_value = "pool.ntp.org")]
+        server: String,
+        /// Set the clock once and exit (exit status 1 when no server answered usably).
+        #[arg(long)]
+        once: bool,
+    },
     /// Manage accounts.
     Account {
         #[command(subcommand)]
@@ -125,6 +135,9 @@ fn main() -> anyhow::Result<()> {
             .with(setup::errors::RecentErrors)
             .init();
     }
+    if let Cmd::Clock { server, once } = &cli.cmd {
+        return clock(server, *once);
+    }
     let cfg = load_config(&cli)?;
     match &cli.cmd {
         Cmd::Serve {
@@ -149,6 +162,43 @@ fn main() -> anyhow::Result<()> {
         },
         Cmd::Account { cmd } => account(cfg, cmd.clone()),
         Cmd::Dns { ip, check } => dns(cfg, ip.clone(), *check),
+        Cmd::Clock { server, once } => clock(server, *once),
+    }
+}
+
+/// `chatmail-box clock`: up to five tries per round, 2 s apart.
+fn clock(server: &str, once: bool) -> anyhow::Result<()> {
+    use chatmail_box::clock;
+    use std::time::Duration;
+    loop {
+        let mut synced = false;
+        for _ in 0..5 {
+            match clock::best_sample(server, Duration::from_secs(2)) {
+                Ok(s) => {
+                    clock::apply(&s)?;
+                    tracing::info!(
+                        offset_s = s.offset,
+                        delay_ms = s.delay * 1e3,
+                        stratum = s.stratum,
+                        "clock synchronised"
+                    );
+                    synced = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("clock: {server}: {e}");
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            }
+        }
+        if once {
+            return if synced {
+                Ok(())
+            } else {
+                bail!("no usable NTP reply from {server}")
+            };
+        }
+        std::thread::sleep(Duration::from_secs(if synced { 900 } else { 60 }));
     }
 }
 

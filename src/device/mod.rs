@@ -51,6 +51,9 @@ pub struct DeviceConfig {
     /// How often the watchdog is petted; well below the driver's timeout (15 s on bcm2835).
     pub watchdog_interval: Duration,
     pub display: Display,
+    /// The box's address on the home network, shown (and encoded in the QR) as the wizard's
+    /// address before setup; set at run time, not from the config file.
+    pub lan_ip: Option<String>,
 }
 
 impl Default for DeviceConfig {
@@ -61,6 +64,7 @@ impl Default for DeviceConfig {
             watchdog: None,
             watchdog_interval: Duration::from_secs(5),
             display: Display::None,
+            lan_ip: None,
         }
     }
 }
@@ -81,6 +85,7 @@ impl DeviceConfig {
                 None | Some("") | Some("none") => Display::None,
                 Some(p) => Display::Fbdev(PathBuf::from(p)),
             },
+            lan_ip: None,
         }
     }
 
@@ -201,7 +206,8 @@ impl Device {
             match fb::Framebuffer::open_device(path) {
                 Ok(f) => {
                     tracing::info!(fb = %path.display(), geometry = ?f.geometry, "display");
-                    tasks.push(tokio::spawn(display(f, rx.clone(), domain.to_string())));
+                    let (domain, lan_ip) = (domain.to_string(), cfg.lan_ip.clone());
+                    tasks.push(tokio::spawn(display(f, rx.clone(), domain, lan_ip)));
                 }
                 Err(e) => tracing::warn!("display {} not used: {e}", path.display()),
             }
@@ -281,10 +287,15 @@ async fn pet(mut w: watchdog::Watchdog, mut rx: watch::Receiver<Status>, every: 
     }
 }
 
-async fn display(mut f: fb::Framebuffer, mut rx: watch::Receiver<Status>, domain: String) {
+async fn display(
+    mut f: fb::Framebuffer,
+    mut rx: watch::Receiver<Status>,
+    domain: String,
+    lan_ip: Option<String>,
+) {
     loop {
         let st = rx.borrow_and_update().clone();
-        let s = screen(&st, &domain, None);
+        let s = screen(&st, &domain, lan_ip.as_deref());
         let g = f.geometry;
         let bm = render_screen_qr(&s, &domain, g.width, g.height)
             .map(|r| r.bitmap)

@@ -175,7 +175,8 @@ async fn generation(cfg: Config, listeners: &mut Listeners, hooks: &Hooks) -> an
         );
         // The appliance shows "setup needed": slow LED blink, the wizard's address on the
         // display, watchdog petted (all inert without `[device]`).
-        let dev_cfg = crate::device::DeviceConfig::from_settings(&site_cfg.device);
+        let mut dev_cfg = crate::device::DeviceConfig::from_settings(&site_cfg.device);
+        dev_cfg.lan_ip = Some(site.lan_host());
         let dev = (!dev_cfg.is_empty()).then(|| crate::device::Device::start(&dev_cfg, ""));
         if let Some(d) = &dev {
             d.update(&crate::device::Inputs {

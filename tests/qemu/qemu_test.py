@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
 """make qemu-test: boots target/qemu/images (scripts/qemu-image.sh) under QEMU, offline.
 
-raspi3b (Zero 2 W device tree, SD card):
-  relay started by init at boot (as user chatmail), read-only squashfs root, data mounted,
-  ACT LED pattern = the relay's status, watchdog armed, data (and the relay's keys) survive a reboot.
-virt (same SD image as a virtio disk, virtio-gpu, i6300esb, virtio-net with host forwards on
-  127.0.0.1 only, restrict=on so the guest reaches nothing else):
-  QR on the framebuffer (QMP screendump + zbarimg), a PL061 GPIO line following the LED pattern,
+Runs inside a private network namespace (scripts/qemu-test.sh): QEMU's user network reaches only
+that namespace's loopback, where this script runs Debian's chronyd (-x: it never sets this
+machine's clock) as the NTP server that the image's `chatmail-box clock` asks at boot
+(pool.ntp.org is QEMU's gateway 10.0.2.2 in the test image's /etc/hosts).
+
+raspi3b (Zero 2 W device tree, SD card, usb-net):
+  relay started by init at boot (as user chatmail) in setup mode, clock set over SNTP, read-only
+  squashfs root, data mounted, ACT LED: the setup-needed pattern, then the wizard is finished
+  through the forwarded HTTPS port and the LED turns healthy; data (and the relay's keys and
+  setup) survive a reboot.
+virt (same SD image as a virtio disk, virtio-gpu, i6300esb, virtio-net with host forwards):
+  QR on the framebuffer (QMP screendump + zbarimg): the wizard's address before setup and the
+  invite after it; a PL061 GPIO line following the LED patterns (setup needed, then healthy),
   the watchdog petted (no expiry while the relay runs; expiry once the relay is frozen),
   no acknowledged message lost across a hard reset (system_reset) during submission.
 
@@ -15,6 +22,7 @@ Every QEMU process is killed on exit (also on errors and signals). Prints boot-t
 
 import atexit
 import base64
+import http.client
 import imaplib
 import json
 import os
@@ -29,11 +37,15 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGES = os.path.join(TOP, "target", "qemu", "images")
 ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 DOMAIN = "_chatmail.localhost"
+# The guest's address on QEMU's user network (board/qemu/skeleton/etc/init.d/S40network).
+GUEST_IP = "10.0.2.15"
+ADMIN_PASSWORD = "qemu-test-admin-password"
 QEMU = "qemu-system-aarch64"
 
 # LED patterns of src/device/led.rs: (on, ms) steps.
@@ -46,6 +58,7 @@ PATTERNS = {
 }
 
 RUNNING = []
+PROCS = []
 RESULTS = []
 TIMES = []
 
@@ -57,6 +70,10 @@ def log(msg):
 def cleanup(*_):
     for m in list(RUNNING):
         m.kill()
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     if _:
         sys.exit(1)
 
@@ -287,12 +304,68 @@ def sample_led(m, read, n=150):
     return samples
 
 
-def expected_status(m):
-    """The pattern the relay should show: degraded when the guest clock is unsynced (no NTP)."""
-    return "degraded" if "clock" in m.relay_status else "healthy"
+def led_check(m, label, read, want):
+    got, stats = classify(sample_led(m, read))
+    check(label, got == want, f"expected {want}, measured {got} {stats}")
 
 
-def raspi_args(sd, dtb):
+def finish_wizard(m, https_port):
+    """The owner's path through the first-boot wizard, over the forwarded HTTPS port (the
+    relay's self-signed certificate): the form (domain, self-signed certificate, admin
+    password), the DNS page, Finish. Then waits for the relay to serve the chosen domain."""
+    before = listening(m)
+
+    def req(method, path, cookie=None, form=None):
+        c = http.client.HTTPSConnection("127.0.0.1", https_port, context=insecure_ctx(), timeout=120)
+        h = {"Cookie": cookie} if cookie else {}
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        out = (r.status, r.getheader("Set-Cookie") or "", r.getheader("Location") or "", r.read().decode(errors="replace"))
+        c.close()
+        return out
+
+    status, set_cookie, _, page = req("GET", "/")
+    check("wizard: every page is the setup form before setup", status == 200 and 'name="csrf"' in page, f"HTTP {status}")
+    cookie = set_cookie.split(";")[0]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    status, _, loc, page = req("POST", "/setup", cookie, {
+        "csrf": csrf, "mode": "domain", "domain": DOMAIN, "tls": "self-signed",
+        "password": ADMIN_PASSWORD, "password2": ADMIN_PASSWORD,
+    })
+    check("wizard: form accepted", status == 303 and loc == "/setup/dns", f"HTTP {status} {loc} {page[-300:]}")
+    status, _, _, page = req("GET", "/setup/dns", cookie)
+    check("wizard: DNS page lists the records", status == 200 and "MX" in page, f"HTTP {status}")
+    status, _, _, page = req("POST", "/setup/finish", cookie, {"csrf": csrf})
+    check("wizard: finished", status == 200 and DOMAIN in page, f"HTTP {status} {page[-300:]}")
+    t0 = time.monotonic()
+    t = wait_ready(m, None, 180, before)
+    return t - t0
+
+
+def screen_qr(m, work, name, want, tries=20):
+    """Screendumps until the framebuffer QR decodes to `want` (the display follows the status)."""
+    shot = os.path.join(work, name)
+    got = ""
+    for _ in range(tries):
+        m.qmp("screendump", filename=shot, format="png")
+        r = subprocess.run(["zbarimg", "-q", "--raw", shot], capture_output=True, text=True)
+        got = r.stdout.strip()
+        if got == want:
+            break
+        time.sleep(1)
+    return got, shot
+
+
+def netdev(fwd):
+    """QEMU user network with host forwards on 127.0.0.1 (of the private namespace)."""
+    return "user,id=n0," + ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in fwd.items())
+
+
+def raspi_args(sd, dtb, fwd):
     # The Zero 2 W DT gives the PL011 (ttyAMA0) to Bluetooth (serdev): console input is lost
     # there. QEMU's second serial port is the mini UART, ttyS1 (the Pi's header UART then).
     cmdline = open(os.path.join(IMAGES, "rpi-firmware", "cmdline.txt")).read().strip()
@@ -305,6 +378,8 @@ def raspi_args(sd, dtb):
         "-dtb", os.path.join(IMAGES, dtb),
         "-drive", f"file={sd},if=sd,format=raw",
         "-append", cmdline,
+        # The Pi's own network is not modelled: a USB network adapter on the DWC2 controller.
+        "-netdev", netdev(fwd), "-device", "usb-net,netdev=n0",
     ]
 
 
@@ -314,35 +389,39 @@ def raspi_args(sd, dtb):
 def test_raspi(work):
     sd = os.path.join(work, "raspi-sd.img")
     shutil.copyfile(os.path.join(IMAGES, "sdcard.img"), sd)
-    m = Machine("raspi3b", raspi_args(sd, "bcm2837-rpi-zero-2-w.dtb"), work)
+    fwd = {443: free_port()}
+    m = Machine("raspi3b", raspi_args(sd, "bcm2837-rpi-zero-2-w.dtb", fwd), work)
     try:
         t_ready = wait_ready(m, 0)
-        TIMES.append(("raspi3b (Zero 2 W DTB), first boot", t_ready - m.t0))
-        check("raspi: relay starts at boot", True, f"ready after {t_ready - m.t0:.1f} s")
+        TIMES.append(("raspi3b (Zero 2 W DTB), first boot to the wizard", t_ready - m.t0))
+        check("raspi: relay starts at boot (setup mode)", "setup wizard listening" in m.val("logread | grep 'listening' | tail -1"),
+              f"ready after {t_ready - m.t0:.1f} s")
         users = m.val("ps -o user,comm | grep -w chatmail-box")
         check("raspi: relay runs as user chatmail", "chatmail" in users, users)
+        year = m.val("date -u +%Y")
+        synced = m.val("logread | grep -c 'clock synchronised'")
+        check("raspi: clock set over SNTP at boot (chatmail-box clock, as root)",
+              year.isdigit() and int(year) >= 2025 and synced not in ("", "0"), f"year {year}, {synced} sync lines")
         root = m.val("grep ' / ' /proc/mounts | grep -v rootfs")
         check("raspi: root is read-only squashfs", "squashfs" in root and " ro" in root, root)
         rc, out = m.sh("touch /probe")
         check("raspi: root rejects writes", rc != 0 and "Read-only" in out, out.strip())
         data = m.val("grep ' /data ' /proc/mounts")
         check("raspi: data partition mounted rw", "/dev/mmcblk0p3 /data ext4 rw" in data, data)
+        trig = m.val("cat /sys/class/leds/ACT/trigger")
+        check("raspi: ACT LED taken over (trigger none)", "[none]" in trig, trig)
+        led_check(m, "raspi: ACT LED shows the setup-needed pattern", READ_ACT, "setup")
+        took = finish_wizard(m, fwd[443])
+        check("raspi: relay serves the chosen domain after the wizard (no restart)", True, f"{took:.1f} s")
+        led_check(m, "raspi: ACT LED then shows the healthy pattern", READ_ACT, "healthy")
         parent = m.val("cat /proc/$(pidof chatmail-box)/status | grep PPid | tr -dc 0-9")
         # Respawn: kill the relay, init starts it again.
         restart_relay(m)
         check("raspi: init respawns the relay", m.val("pidof chatmail-box") != "", f"ppid was {parent}")
-        # LED: the relay's status is degraded here (no NTP: clock not synced).
-        trig = m.val("cat /sys/class/leds/ACT/trigger")
-        check("raspi: ACT LED taken over (trigger none)", "[none]" in trig, trig)
-        m.relay_status = "clock"
-        samples = sample_led(m, READ_ACT)
-        got, stats = classify(samples)
-        check("raspi: ACT LED shows the status pattern", got == expected_status(m),
-              f"expected {expected_status(m)}, measured {got} {stats}")
         # State written at first boot, then a clean reboot.
-        keys = "cat /data/chatmail/dkim/*.private /data/chatmail/tls/*.pem | md5sum | cut -c1-32"
+        keys = "cat /data/chatmail/setup.toml /data/chatmail/dkim/*.private /data/chatmail/tls/*.pem | md5sum | cut -c1-32"
         dkim1 = m.val(keys)
-        check("raspi: relay wrote its DKIM key and TLS certificate to data", len(dkim1) == 32 and dkim1 != "d41d8cd98f00b204e9800998ecf8427e", dkim1)
+        check("raspi: relay wrote its setup, DKIM key and TLS certificate to data", len(dkim1) == 32 and dkim1 != "d41d8cd98f00b204e9800998ecf8427e", dkim1)
         m.sh("echo persisted-1 > /data/qemu-test-marker; sync")
         since = m.mark()
         m.send("reboot\n")
@@ -356,11 +435,13 @@ def test_raspi(work):
             how = "guest reboot (clean shutdown), then system_reset"
         t1 = time.monotonic()
         t_ready = wait_ready(m, since)
-        TIMES.append(("raspi3b, reboot", t_ready - t1))
+        TIMES.append(("raspi3b, reboot (configured)", t_ready - t1))
         marker = m.val("cat /data/qemu-test-marker")
         check("raspi: data survives a reboot", marker == "persisted-1", f"{how}: {marker!r}")
         dkim2 = m.val(keys)
-        check("raspi: relay keys kept across the reboot (same DKIM key and certificate)", dkim1 == dkim2, dkim2)
+        check("raspi: setup and relay keys kept across the reboot", dkim1 == dkim2, dkim2)
+        mode = m.val("logread | grep 'listening' | tail -1")
+        check("raspi: after the reboot the relay serves (no wizard)", "setup wizard" not in mode, mode[-120:])
     finally:
         m.kill()
 
@@ -379,7 +460,6 @@ def free_port():
 def virt_args(sd, fwd):
     cmdline = open(os.path.join(IMAGES, "rpi-firmware", "cmdline.txt")).read().strip()
     cmdline = re.sub(r"root=\S+", "root=/dev/vda2", cmdline)
-    hostfwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in fwd.items())
     return [
         "-M", "virt", "-cpu", "cortex-a53", "-smp", "2", "-m", "1G",
         "-kernel", os.path.join(IMAGES, "Image"),
@@ -389,7 +469,7 @@ def virt_args(sd, fwd):
         "-device", "virtio-gpu-pci", "-device", "i6300esb", "-device", "virtio-rng-pci",
         "-action", "watchdog=none",
         # romfile= : no iPXE option ROM needed (direct kernel boot; ipxe-qemu not installed).
-        "-netdev", f"user,id=n0,restrict=on,{hostfwd}", "-device", "virtio-net-pci,netdev=n0,romfile=",
+        "-netdev", netdev(fwd), "-device", "virtio-net-pci,netdev=n0,romfile=",
     ]
 
 
@@ -430,38 +510,19 @@ def insecure_ctx():
 def test_virt(work):
     sd = os.path.join(work, "virt-sd.img")
     shutil.copyfile(os.path.join(IMAGES, "sdcard.img"), sd)
-    fwd = {587: free_port(), 993: free_port()}
+    fwd = {587: free_port(), 993: free_port(), 443: free_port()}
     m = Machine("virt", virt_args(sd, fwd), work)
     try:
         t_ready = wait_ready(m, 0)
-        TIMES.append(("virt (virtio-gpu), first boot", t_ready - m.t0))
+        TIMES.append(("virt (virtio-gpu), first boot to the wizard", t_ready - m.t0))
         check("virt: relay starts at boot", True, f"ready after {t_ready - m.t0:.1f} s")
-
-        # QR on the framebuffer.
         fb = m.val("cat /sys/class/graphics/fb0/name 2>&1")
         check("virt: /dev/fb0 from virtio-gpu", "virtio" in fb, fb)
-        shot = os.path.join(work, "virt-screen.png")
-        got = ""
-        for _ in range(10):
-            m.qmp("screendump", filename=shot, format="png")
-            r = subprocess.run(["zbarimg", "-q", "--raw", shot], capture_output=True, text=True)
-            got = r.stdout.strip()
-            if got:
-                break
-            time.sleep(1)
-        want = f"DCACCOUNT:https://{DOMAIN}/new"
-        check("virt: framebuffer QR decodes (zbarimg) to the invite", got == want,
-              f"decoded {got!r}, expected {want!r} (status degraded: clock not synced; no wizard yet); {shot}")
 
-        # Watchdog: petted while the relay runs.
-        wd = m.val("cat /sys/class/watchdog/watchdog0/state /sys/class/watchdog/watchdog0/timeout 2>&1 | tr '\\n' ' '")
-        check("virt: i6300esb watchdog armed", wd.startswith("active"), wd)
-        timeout = int(wd.split()[1]) if len(wd.split()) > 1 and wd.split()[1].isdigit() else 30
-
-        # GPIO LED on the PL061: reconfigure, restart the relay (init respawns it).
-        # Also: the test image's data partition stays at 64 MiB (busybox has no sfdisk/resize2fs
-        # to grow it) and TCG keeps the load high, so the account-creation guards are relaxed
-        # (min_free_disk_space is in MB, as in chatmail.ini).
+        # GPIO LED on the PL061: reconfigure, restart the relay (init respawns it), still in
+        # setup mode. Also: the test image's data partition stays at 64 MiB (busybox has no
+        # sfdisk/resize2fs to grow it) and TCG keeps the load high, so the account-creation
+        # guards are relaxed (min_free_disk_space is in MB, as in chatmail.ini).
         restart_relay(m, "sed -i -e 's|^led = .*|led = \"gpio:9030000.pl061:4\"|' "
                          "-e '1i min_free_disk_space = 1\\nmax_load_1m = 1000.0' "
                          "/data/chatmail/config.toml")
@@ -470,11 +531,27 @@ def test_virt(work):
         m.sh("mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; true")
         line = m.val("grep 'chatmail-box status' /sys/kernel/debug/gpio")
         check("virt: PL061 line 4 requested by the relay", "out" in line, line)
-        samples = sample_led(m, READ_GPIO)
-        m.relay_status = "clock"
-        got, stats = classify(samples)
-        check("virt: PL061 GPIO line follows the LED pattern", got == expected_status(m),
-              f"expected {expected_status(m)}, measured {got} {stats}")
+
+        # Before setup: the wizard's address on the screen and the setup-needed pattern.
+        want = f"http://{GUEST_IP}"
+        got, shot = screen_qr(m, work, "virt-screen-setup.png", want)
+        check("virt: framebuffer QR decodes (zbarimg) to the wizard's address before setup",
+              got == want, f"decoded {got!r}, expected {want!r}; {shot}")
+        led_check(m, "virt: PL061 GPIO line shows the setup-needed pattern", READ_GPIO, "setup")
+
+        # The owner finishes the wizard through the forwarded web port.
+        took = finish_wizard(m, fwd[443])
+        check("virt: relay serves the chosen domain after the wizard (no restart)", True, f"{took:.1f} s")
+        want = f"DCACCOUNT:https://{DOMAIN}/new"
+        got, shot = screen_qr(m, work, "virt-screen-invite.png", want)
+        check("virt: framebuffer QR decodes (zbarimg) to the invite after setup",
+              got == want, f"decoded {got!r}, expected {want!r}; {shot}")
+        led_check(m, "virt: PL061 GPIO line then shows the healthy pattern", READ_GPIO, "healthy")
+
+        # Watchdog: petted while the relay runs.
+        wd = m.val("cat /sys/class/watchdog/watchdog0/state /sys/class/watchdog/watchdog0/timeout 2>&1 | tr '\\n' ' '")
+        check("virt: i6300esb watchdog armed", wd.startswith("active"), wd)
+        timeout = int(wd.split()[1]) if len(wd.split()) > 1 and wd.split()[1].isdigit() else 30
 
         # The watchdog never fired while the relay ran (boot + the steps above > 2 timeouts).
         fired = [e for _, e in m.events if e.get("event") == "WATCHDOG"]
@@ -557,7 +634,35 @@ def test_virt(work):
         m.kill()
 
 
+def start_ntp_server(work):
+    """Debian's chronyd as the guests' NTP server on this namespace's 127.0.0.1:123 (QEMU's
+    gateway 10.0.2.2 from inside). `-x`: it never adjusts this machine's clock; `local stratum 8`:
+    it serves its own clock, as a LAN time server without upstream would."""
+    chronyd = shutil.which("chronyd") or "/usr/sbin/chronyd"
+    conf = os.path.join(work, "chrony.conf")
+    with open(conf, "w") as f:
+        f.write("port 123\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\n"
+                f"pidfile {work}/chronyd.pid\n")
+    logf = open(os.path.join(work, "chronyd.log"), "wb")
+    p = subprocess.Popen([chronyd, "-x", "-d", "-f", conf], stdout=logf, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    PROCS.append(p)
+    for _ in range(50):
+        with open("/proc/net/udp") as f:
+            if ":007B " in f.read():  # 127.0.0.1:123 bound
+                return
+        if p.poll() is not None:
+            break
+        time.sleep(0.1)
+    sys.exit(f"qemu-test: chronyd did not start; see {work}/chronyd.log")
+
+
 def main():
+    # QEMU's user network lets the guests reach this network namespace: it must be a private one
+    # with nothing but loopback (scripts/qemu-test.sh runs this under `unshare -n`).
+    nets = sorted(os.listdir("/sys/class/net"))
+    if nets != ["lo"] and os.environ.get("QEMU_TEST_HOST_NETWORK") != "1":
+        sys.exit(f"qemu-test: run me in a private network namespace (scripts/qemu-test.sh); interfaces here: {nets}")
     signal.signal(signal.SIGTERM, cleanup)
     signal.signal(signal.SIGINT, cleanup)
     signal.signal(signal.SIGHUP, cleanup)
@@ -568,6 +673,7 @@ def main():
     work = os.environ.get("QEMU_TEST_DIR") or tempfile.mkdtemp(prefix="qemu-test-", dir=os.path.join(TOP, "target", "qemu"))
     os.makedirs(work, exist_ok=True)
     log(f"logs and screenshots in {work}")
+    start_ntp_server(work)
     only = sys.argv[1:] or ["raspi", "virt"]
     t0 = time.monotonic()
     failed = []
