@@ -73,9 +73,14 @@ fn package_installs_what_inittab_starts() {
     assert!(
         respawn
             .iter()
-            .any(|l| l.contains("-x /usr/bin/chatmail-box")),
+            .any(|l| l.contains("-x /usr/bin/chatmail-box -n chatmail-box")),
         "{respawn:?}"
     );
+    // The clock client is the same binary under its own name (S45clock and inittab use it).
+    assert!(mk.contains("ln -sf chatmail-box $(TARGET_DIR)/usr/bin/chatmail-clock"));
+    assert!(respawn
+        .iter()
+        .any(|l| l.contains("/usr/bin/chatmail-clock clock")));
     // The default binary path is what make aarch64 produces.
     let cfg =
         std::fs::read_to_string(root().join("buildroot/package/chatmail-relay/Config.in")).unwrap();

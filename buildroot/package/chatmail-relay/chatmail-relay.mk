@@ -19,6 +19,9 @@ define CHATMAIL_RELAY_INSTALL_TARGET_CMDS
 	test -f $(CHATMAIL_RELAY_BINARY) || \
 		{ echo "chatmail-relay: $(CHATMAIL_RELAY_BINARY) missing; run make aarch64" >&2; exit 1; }
 	$(INSTALL) -D -m 0755 $(CHATMAIL_RELAY_BINARY) $(TARGET_DIR)/usr/bin/chatmail-box
+	# The clock client (S45clock, inittab) under its own process name: pidof/killall
+	# chatmail-box then mean the relay only.
+	ln -sf chatmail-box $(TARGET_DIR)/usr/bin/chatmail-clock
 endef
 
 $(eval $(generic-package))
