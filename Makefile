@@ -4,7 +4,7 @@ BIN_DEBUG := target/debug/chatmail-box
 BIN_RELEASE := target/release/chatmail-box
 
 .PHONY: all build release run test test-rust test-py bench lint fmt clean-data aarch64 aarch64-smoke \
-	qemu-image qemu-test
+	qemu-image qemu-test image
 
 all: build
 
@@ -51,6 +51,12 @@ aarch64:
 ## make aarch64-smoke: run that binary under qemu-aarch64: --help, check-config, serve answering TCP.
 aarch64-smoke: aarch64
 	scripts/aarch64-smoke.sh
+
+## make image: the real SD-card image with Buildroot (BOARD=rpi4_64|rpi5|rpi3_64|zero2w_64).
+## NEEDS INTERNET (Buildroot and all its sources are downloaded). Output:
+## target/buildroot/<BOARD>/images/sdcard.img.
+image:
+	scripts/image.sh
 
 ## make qemu-image: the offline SD-card image (Debian arm64 kernel, busybox-static, raspi-firmware,
 ## the static binary; same overlay and genimage layout as buildroot/). Output: target/qemu/images.

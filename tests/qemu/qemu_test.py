@@ -524,9 +524,10 @@ def test_virt(work):
         # GPIO LED on the PL061: reconfigure, restart the relay (init respawns it), still in
         # setup mode. Also: the test image's data partition stays at 64 MiB (busybox has no
         # sfdisk/resize2fs to grow it) and TCG keeps the load high, so the account-creation
-        # guards are relaxed (min_free_disk_space is in MB, as in chatmail.ini).
+        # guards are relaxed (min_free_disk_space is in MB, as in chatmail.ini); the send rate
+        # limit too, so that the reset below comes while messages are still being submitted.
         restart_relay(m, "sed -i -e 's|^led = .*|led = \"gpio:9030000.pl061:4\"|' "
-                         "-e '1i min_free_disk_space = 1\\nmax_load_1m = 1000.0' "
+                         "-e '1i min_free_disk_space = 1\\nmax_load_1m = 1000.0\\nmax_user_send_per_minute = 100000' "
                          "/data/chatmail/config.toml")
         used = m.val("logread | grep 'status LED' | tail -1")
         check("virt: relay uses the GPIO LED from [device] led", "gpio=" in used, used)
@@ -593,7 +594,8 @@ def test_virt(work):
         deadline = time.monotonic() + 120
         while len(acked) < 10 and time.monotonic() < deadline and th.is_alive():
             time.sleep(0.05)
-        check("virt: submissions acknowledged before the reset", len(acked) >= 10, f"{len(acked)} {errors}")
+        check("virt: submissions acknowledged before the reset, sender still submitting",
+              len(acked) >= 10 and th.is_alive(), f"{len(acked)} {errors}")
         since = m.mark()
         m.qmp("system_reset")
         t1 = time.monotonic()
