@@ -116,7 +116,7 @@ cp -a "$QBOARD/skeleton/." "$ROOT/"
 cp -a "$BOARD/rootfs-overlay/." "$ROOT/"
 # As the Buildroot package does: the relay at the path the inittab starts.
 install -D -m 0755 "$BIN" "$ROOT/usr/bin/chatmail-box"
-ln -sf chatmail-box "$ROOT/usr/bin/chatmail-clock"
+ln -f "$ROOT/usr/bin/chatmail-box" "$ROOT/usr/bin/chatmail-clock"
 rootmods=$(grep -v '^#' "$QBOARD/skeleton/etc/modules")
 install_modules "$ROOT" $rootmods
 # Buildroot's post-build script of the real image (mount points, binary check).

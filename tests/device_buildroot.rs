@@ -77,7 +77,8 @@ fn package_installs_what_inittab_starts() {
         "{respawn:?}"
     );
     // The clock client is the same binary under its own name (S45clock and inittab use it).
-    assert!(mk.contains("ln -sf chatmail-box $(TARGET_DIR)/usr/bin/chatmail-clock"));
+    assert!(mk
+        .contains("ln -f $(TARGET_DIR)/usr/bin/chatmail-box $(TARGET_DIR)/usr/bin/chatmail-clock"));
     assert!(respawn
         .iter()
         .any(|l| l.contains("/usr/bin/chatmail-clock clock")));

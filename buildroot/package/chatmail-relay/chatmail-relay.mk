@@ -20,8 +20,9 @@ define CHATMAIL_RELAY_INSTALL_TARGET_CMDS
 		{ echo "chatmail-relay: $(CHATMAIL_RELAY_BINARY) missing; run make aarch64" >&2; exit 1; }
 	$(INSTALL) -D -m 0755 $(CHATMAIL_RELAY_BINARY) $(TARGET_DIR)/usr/bin/chatmail-box
 	# The clock client (S45clock, inittab) under its own process name: pidof/killall
-	# chatmail-box then mean the relay only.
-	ln -sf chatmail-box $(TARGET_DIR)/usr/bin/chatmail-clock
+	# chatmail-box then mean the relay only. A hard link: BusyBox also matches the target of
+	# /proc/<pid>/exe, which a symlink would resolve to chatmail-box.
+	ln -f $(TARGET_DIR)/usr/bin/chatmail-box $(TARGET_DIR)/usr/bin/chatmail-clock
 endef
 
 $(eval $(generic-package))
