@@ -20,8 +20,8 @@ run: release
 	$(BIN_RELEASE) --data-dir data serve --invite
 
 ## make test: every test, including the real Delta Chat client tests and the emulated appliance
-## boots (make qemu-test: builds the aarch64 binary with the `qemu-test` profile, ~10 min cold).
-test: test-rust test-py
+## boots (make qemu-test: builds the aarch64 binary with the `qemu-test` profile, ~9 min cold).
+test: test-rust test-py qemu-test
 
 test-rust:
 	$(CARGO) build --bins
