@@ -86,10 +86,25 @@ fn decode(ram: &[Vec<bool>]) -> Vec<String> {
         .collect()
 }
 
+/// Draws the screen for `status` over a recording I2C bus and rebuilds the panel from the bytes.
+/// The same screen is then drawn again over embedded-hal-mock's I2C mock with the recorded writes
+/// as its expectations: the mock fails on any other transaction, so the stream decoded here is
+/// exactly what the driver sends (and it is deterministic). The mock only checks expectations
+/// given in advance; it cannot record an unknown stream, hence the recorder.
 fn run(status: Status, domain: &str) -> (oled::Drawn, Vec<Vec<bool>>) {
+    use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
     let mut rec = Recorder::default();
     let s = screen(&status, domain, Some("192.168.1.5"));
     let drawn = oled::show(&mut rec, 0x3c, &s, domain).unwrap();
+    let expected: Vec<Transaction> = rec
+        .writes
+        .iter()
+        .map(|(addr, bytes)| Transaction::write(*addr, bytes.clone()))
+        .collect();
+    let mut mock = Mock::new(&expected);
+    let again = oled::show(&mut mock, 0x3c, &s, domain).unwrap();
+    mock.done();
+    assert_eq!(again, drawn);
     (drawn, rebuild(&rec.writes))
 }
 
