@@ -175,7 +175,15 @@ fn clock(server: &str, once: bool) -> anyhow::Result<()> {
         for _ in 0..5 {
             match clock::best_sample(server, Duration::from_secs(2)) {
                 Ok(s) => {
-                    clock::apply(&s)?;
+                    if let Err(e) = clock::apply(&s) {
+                        // Looping: log and retry later rather than exit into a tight respawn
+                        // loop under init.
+                        if once {
+                            return Err(e.into());
+                        }
+                        tracing::error!("clock: {e}");
+                        break;
+                    }
                     tracing::info!(
                         offset_s = s.offset,
                         delay_ms = s.delay * 1e3,

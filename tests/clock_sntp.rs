@@ -44,6 +44,7 @@ fn chronyd() -> Option<(Chrony, u16)> {
         &conf,
         format!(
             "port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\n\
+             user root\nbindcmdaddress /\n\
              pidfile {}\n",
             dir.path().join("chronyd.pid").display()
         ),
@@ -74,7 +75,7 @@ fn measures_offset_against_chronyd() {
         }
     };
     // Same machine, same clock: the offset is about zero, the stratum is chrony's `local`.
-    assert!(s.offset.abs() < 0.05, "{s:?}");
+    assert!(s.offset.abs() <= s.delay / 2.0 + 0.005, "{s:?}");
     assert!(s.delay >= 0.0 && s.delay < 1.0, "{s:?}");
     assert_eq!(s.stratum, 8);
 }

@@ -20,6 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const NTP_UNIX: u64 = 2_208_988_800;
 /// Offsets above this are stepped (clock_settime); smaller ones are slewed (adjtime).
 const STEP_THRESHOLD: f64 = 0.128;
+/// Longest round trip accepted, seconds (queries time out after 2 s anyway).
+const MAX_DELAY: f64 = 2.0;
+/// NTP's limit on a server's root distance (RFC 5905 MAXDIST), seconds.
+const MAX_ROOT_DISTANCE: f64 = 1.5;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ClockError {
@@ -35,6 +39,8 @@ pub enum ClockError {
     NoTransmit,
     #[error("reply arrived before it was sent (clock stepped during the query)")]
     Negative,
+    #[error("reply is implausible (timestamps out of order, delay or root distance too large)")]
+    Implausible,
     #[error("no address for {0}")]
     NoAddress(String),
     #[error("network: {0}")]
@@ -100,17 +106,27 @@ pub fn parse_reply(buf: &[u8], nonce: [u8; 8], t1: f64, t4: f64) -> Result<Sampl
     if buf[40..48] == [0; 8] {
         return Err(ClockError::NoTransmit);
     }
+    if t4 < t1 {
+        return Err(ClockError::Negative);
+    }
     let t2 = ntp_time(&buf[32..40]);
     let t3 = ntp_time(&buf[40..48]);
     let delay = (t4 - t1) - (t3 - t2);
-    if t4 < t1 || delay < -0.001 {
-        return Err(ClockError::Negative);
+    let root_error = short_time(&buf[4..8]) / 2.0 + short_time(&buf[8..12]);
+    // A zero receive timestamp, a server that answered before it received, a round trip of
+    // more than MAX_DELAY or a root distance above NTP's 1.5 s limit: not a time to set.
+    if buf[32..40] == [0; 8]
+        || t3 < t2
+        || !(-0.001..=MAX_DELAY).contains(&delay)
+        || root_error > MAX_ROOT_DISTANCE
+    {
+        return Err(ClockError::Implausible);
     }
     Ok(Sample {
         offset: ((t2 - t1) + (t3 - t4)) / 2.0,
         delay: delay.max(0.0),
         stratum,
-        root_error: short_time(&buf[4..8]) / 2.0 + short_time(&buf[8..12]),
+        root_error,
     })
 }
 
@@ -279,6 +295,20 @@ mod tests {
         p[40..48].fill(0);
         assert_eq!(parse_reply(&p, n, t, t), Err(ClockError::NoTransmit));
         assert_eq!(parse_reply(&good, n, t, t - 1.0), Err(ClockError::Negative));
+        // Implausible: a zero receive timestamp (read as 2036), transmit before receive, a
+        // 10 s round trip, a 2 s root dispersion.
+        let mut p = good;
+        p[32..40].fill(0);
+        assert_eq!(parse_reply(&p, n, t, t), Err(ClockError::Implausible));
+        let p = reply(n, t + 1.0, t);
+        assert_eq!(parse_reply(&p, n, t, t), Err(ClockError::Implausible));
+        assert_eq!(
+            parse_reply(&good, n, t, t + 10.0),
+            Err(ClockError::Implausible)
+        );
+        let mut p = good;
+        p[8..12].copy_from_slice(&(2u32 << 16).to_be_bytes());
+        assert_eq!(parse_reply(&p, n, t, t), Err(ClockError::Implausible));
     }
 
     #[test]

@@ -640,6 +640,7 @@ def start_ntp_server(work):
     conf = os.path.join(work, "chrony.conf")
     with open(conf, "w") as f:
         f.write("port 123\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\n"
+                "user root\nbindcmdaddress /\n"
                 f"pidfile {work}/chronyd.pid\n")
     logf = open(os.path.join(work, "chronyd.log"), "wb")
     p = subprocess.Popen([chronyd, "-x", "-d", "-f", conf], stdout=logf, stderr=subprocess.STDOUT,
