@@ -547,6 +547,14 @@ def reset_during_submission(m, fwd, label):
     # Answers already on their way count as acknowledged; none can come from the reset guest.
     th.join(5)
     n_acked = len(acked)
+    # QEMU's raspi3b model has been seen (once in CI, under load) not to restart the guest after
+    # a system_reset. A second reset then does; what is checked below is unchanged.
+    try:
+        m.expect(rb"Booting Linux", 120, since)
+    except Fail:
+        log(f"{label}: no reboot within 120 s of system_reset; resetting again")
+        since = m.mark()
+        m.qmp("system_reset")
     t_ready = wait_ready(m, since)
     TIMES.append((f"{label}, after system_reset", t_ready - t1))
     im = imaplib.IMAP4_SSL("127.0.0.1", fwd[993], ssl_context=insecure_ctx(), timeout=60)
