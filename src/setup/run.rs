@@ -178,8 +178,7 @@ async fn generation(cfg: Config, listeners: &mut Listeners, hooks: &Hooks) -> an
         let mut dev_cfg = crate::device::DeviceConfig::from_settings(&site_cfg.device);
         // No LAN address yet (no default route): the screen falls back to chatmail-box.local
         // rather than showing loopback.
-        let lan = crate::setup::lan_ip(&site_cfg);
-        dev_cfg.lan_ip = (!lan.is_loopback()).then(|| site.lan_host());
+        dev_cfg.lan_ip = (!site.lan_ip().is_loopback()).then(|| site.lan_host());
         let dev = (!dev_cfg.is_empty()).then(|| crate::device::Device::start(&dev_cfg, ""));
         if let Some(d) = &dev {
             d.update(&crate::device::Inputs {

@@ -112,6 +112,11 @@ impl SetupSite {
         })
     }
 
+    /// The box's LAN address, as found when the site was set up (loopback when none).
+    pub fn lan_ip(&self) -> IpAddr {
+        self.lan_ip
+    }
+
     /// Host part of the wizard's URL.
     pub fn lan_host(&self) -> String {
         match self.lan_ip {
