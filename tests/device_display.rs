@@ -1,9 +1,14 @@
 //! QR rendering for the appliance display: sizing per screen, a framebuffer written through a
-//! memory-mapped temp file (RGB565 and XRGB8888, padded rows), decoded back with rqrr.
+//! memory-mapped temp file (RGB565 and XRGB8888, padded rows); the QR decoded back with rqrr
+//! and the text read back by matching the font's glyphs.
 
 use chatmail_box::device::fb::{self, Framebuffer, Geometry, PixelFormat};
 use chatmail_box::device::qr::{self, Bitmap, DEFAULT_FIT};
-use chatmail_box::device::{render_screen_qr, screen, Reason, Status};
+use chatmail_box::device::{layout, screen, Reason, Status};
+use embedded_graphics::mono_font::MonoTextStyle;
+use embedded_graphics::pixelcolor::BinaryColor;
+use embedded_graphics::prelude::*;
+use embedded_graphics::text::{Baseline, Text};
 
 fn decode(bm: &Bitmap) -> Vec<String> {
     let mut img = rqrr::PreparedImage::prepare_from_greyscale(bm.width, bm.height, |x, y| {
@@ -106,30 +111,155 @@ fn oled_128x64_invite_forms() {
     assert_eq!(text, INVITE);
 }
 
+/// Every glyph of a font at 1 px per font pixel, drawn independently of the layout code.
+fn glyphs(font: usize) -> Vec<(char, Bitmap)> {
+    let f = layout::FONTS[font];
+    let (cw, ch) = (
+        f.character_size.width as usize,
+        f.character_size.height as usize,
+    );
+    (' '..='~')
+        .map(|c| {
+            let mut bm = Bitmap::new(cw, ch);
+            let style = MonoTextStyle::new(f, BinaryColor::On);
+            let mut buf = [0u8; 4];
+            Text::with_baseline(c.encode_utf8(&mut buf), Point::zero(), style, Baseline::Top)
+                .draw(&mut layout::Canvas(&mut bm))
+                .unwrap();
+            (c, bm)
+        })
+        .collect()
+}
+
+/// Reads the text back from the screen's pixels: each character cell is sampled at the centre
+/// of every `scale`×`scale` block (which must be uniform) and matched against the font's glyphs.
+/// Unknown cells read as '\u{fffd}'; trailing blanks are dropped.
+fn read_text(screen: &Bitmap, t: &layout::TextBlock, lines: usize) -> Vec<String> {
+    let f = layout::FONTS[t.font];
+    let (cw, ch) = (
+        f.character_size.width as usize,
+        f.character_size.height as usize,
+    );
+    let font = glyphs(t.font);
+    let k = t.scale;
+    (0..lines)
+        .map(|i| {
+            let y0 = t.y + i * t.line_pitch;
+            let mut s = String::new();
+            let mut x0 = t.x;
+            while x0 + cw * k <= screen.width {
+                let mut cell = Bitmap::new(cw, ch);
+                for cy in 0..ch {
+                    for cx in 0..cw {
+                        let (px, py) = (x0 + cx * k, y0 + cy * k);
+                        let v = screen.get(px + k / 2, py + k / 2);
+                        for dy in 0..k {
+                            for dx in 0..k {
+                                assert_eq!(screen.get(px + dx, py + dy), v, "block at {px},{py}");
+                            }
+                        }
+                        cell.set(cx, cy, v);
+                    }
+                }
+                s.push(
+                    font.iter()
+                        .find(|(_, g)| *g == cell)
+                        .map(|(c, _)| *c)
+                        .unwrap_or('\u{fffd}'),
+                );
+                x0 += cw * k;
+            }
+            s.trim_end().to_string()
+        })
+        .collect()
+}
+
+/// Composes each screen for `g`, writes it through a memory-mapped file in `g`'s pixel format,
+/// and reads the QR (rqrr) and the text back from the bytes.
 fn fb_roundtrip(g: Geometry) {
     let t = tempfile::tempdir().unwrap();
     let path = t.path().join("fb0");
     let domain = "relay.example.invalid";
-    let cases = [
-        (Status::SetupNeeded, "http://chatmail-box.local"),
-        (Status::Healthy, INVITE),
-        (Status::Degraded(vec![Reason::CertExpiring]), INVITE),
+    let ip = Some("192.168.178.23");
+    let cases: [(Status, Option<&str>, &[&str]); 5] = [
+        (
+            Status::SetupNeeded,
+            Some("http://192.168.178.23"),
+            &["Setup:", "http://192.168.178.23", "chatmail-box.local"],
+        ),
+        (Status::Healthy, Some(INVITE), &[domain]),
+        (
+            Status::Degraded(vec![Reason::CertExpiring, Reason::DiskAlmostFull]),
+            Some(INVITE),
+            &[
+                domain,
+                "Attention:",
+                Reason::CertExpiring.text(),
+                Reason::DiskAlmostFull.text(),
+            ],
+        ),
+        (
+            Status::Failed(Reason::ListenerDown),
+            None,
+            &[domain, "NOT SERVING:", Reason::ListenerDown.text()],
+        ),
+        (Status::Booting, None, &["chatmail-box", "starting..."]),
     ];
-    for (status, want) in cases {
-        let s = screen(&status, domain, None);
-        let r = render_screen_qr(&s, domain, g.width, g.height).unwrap();
+    for (status, want_qr, want_text) in cases {
+        let s = screen(&status, domain, ip);
+        let c = layout::compose(&s, domain, g.width, g.height);
+        assert_eq!((c.bitmap.width, c.bitmap.height), (g.width, g.height));
         {
             let mut f = Framebuffer::open_file(&path, g).unwrap();
-            f.show(&r.bitmap).unwrap();
+            f.show(&c.bitmap).unwrap();
         }
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), g.size());
         let back = fb::read_back(&bytes, &g);
-        assert_eq!(decode(&back), vec![want.to_string()], "{status:?} on {g:?}");
+        let want_qr: Vec<String> = want_qr.iter().map(|q| q.to_string()).collect();
+        assert_eq!(decode(&back), want_qr, "{status:?} on {g:?}");
+        // No line was wrapped or cut on these displays, and every one reads back.
+        assert_eq!(c.text.lines, want_text, "{status:?} on {g:?}");
+        assert_eq!(
+            read_text(&back, &c.text, want_text.len()),
+            want_text,
+            "{status:?} on {g:?}"
+        );
+        // Text stays clear of the QR including its quiet zone, and on the screen.
+        let f = layout::FONTS[c.text.font];
+        let tw = c.text.lines.iter().map(|l| l.len()).max().unwrap()
+            * f.character_size.width as usize
+            * c.text.scale;
+        let th = c.text.lines.len() * c.text.line_pitch;
+        assert!(
+            c.text.x + tw <= g.width && c.text.y + th <= g.height,
+            "{c:?}"
+        );
+        if let Some(q) = &c.qr {
+            let apart = c.text.x >= q.x + q.side
+                || c.text.x + tw <= q.x
+                || c.text.y >= q.y + q.side
+                || c.text.y + th <= q.y;
+            assert!(apart, "text over the QR: {status:?} on {g:?}");
+            assert!(q.scale >= 2);
+        }
+        if let Ok(dir) = std::env::var("CHATMAIL_SCREEN_DUMP") {
+            let name = format!(
+                "{dir}/{}x{}-{}.pbm",
+                g.width,
+                g.height,
+                format!("{status:?}").split('(').next().unwrap()
+            );
+            let mut out = format!("P1\n{} {}\n", g.width, g.height).into_bytes();
+            for y in 0..g.height {
+                for x in 0..g.width {
+                    out.push(if back.get(x, y) { b'1' } else { b'0' });
+                }
+                out.push(b'\n');
+            }
+            std::fs::write(name, out).unwrap();
+        }
     }
-    // Failed: no QR, an all-white screen (text is drawn by a later version).
-    let s = screen(&Status::Failed(Reason::ListenerDown), domain, None);
-    assert!(render_screen_qr(&s, domain, g.width, g.height).is_none());
 }
 
 #[test]
@@ -195,4 +325,36 @@ fn pixel_formats_from_kernel_fields() {
         let (r, g, b) = f.decode(&px);
         assert!(r >= 0xf8 && (0x7c..=0x84).contains(&g) && b == 0, "{f:?}");
     }
+}
+
+#[test]
+fn long_domain_wraps_and_a_tiny_screen_says_the_qr_does_not_fit() {
+    // Portrait 240×320: the 52-character domain cannot stay whole next to or under the QR at
+    // any size, so it wraps; every chunk reads back and together they give the domain.
+    let domain = "a-rather-long-subdomain.relay-of-the-family.example";
+    let s = screen(&Status::Healthy, domain, None);
+    let c = layout::compose(&s, domain, 240, 320);
+    assert!(c.text.lines.len() > 1, "{:?}", c.text);
+    assert_eq!(c.text.lines.concat(), domain);
+    let got = read_text(&c.bitmap, &c.text, c.text.lines.len());
+    assert_eq!(got.concat(), domain);
+    assert_eq!(decode(&c.bitmap).len(), 1);
+    // 64×48: no invite fits at 2 px per module; the screen says so and shows the domain.
+    let c = layout::compose(&s, "relay.example.invalid", 64, 48);
+    assert!(c.qr.is_none());
+    assert!(decode(&c.bitmap).is_empty());
+    let got = read_text(&c.bitmap, &c.text, c.text.lines.len());
+    assert_eq!(got, c.text.lines);
+    assert!(got.concat().starts_with("QR too long for"), "{got:?}");
+    // Non-ASCII text is shown as '?', not dropped or panicking.
+    let s = layout::compose(
+        &chatmail_box::device::Screen {
+            qr: None,
+            lines: vec!["bücher.example".into()],
+        },
+        "",
+        320,
+        240,
+    );
+    assert_eq!(read_text(&s.bitmap, &s.text, 1), vec!["b?cher.example"]);
 }

@@ -203,4 +203,30 @@ display = "/dev/fb0"
 
     let bad = "mail_domain = \"box.example\"\n[device]\nled_name = \"ACT\"\n";
     assert!(Config::parse(bad, std::path::Path::new("t")).is_err());
+
+    // The OLED: bus and address, 0x3c by default; a bad address or bus is a config error that
+    // names the key.
+    for (value, want) in [
+        ("ssd1306:/dev/i2c-1", Some(("/dev/i2c-1", 0x3c))),
+        ("ssd1306:/dev/i2c-3:0x3d", Some(("/dev/i2c-3", 0x3d))),
+        ("ssd1306:/dev/i2c-1:3C", Some(("/dev/i2c-1", 0x3c))),
+        ("ssd1306:/dev/i2c-1:0x80", None),
+        ("ssd1306:/dev/i2c-1:zz", None),
+        ("ssd1306:i2c-1", None),
+        ("ssd1306:", None),
+    ] {
+        let text = format!("mail_domain = \"box.example\"\n[device]\ndisplay = \"{value}\"\n");
+        match (Config::parse(&text, std::path::Path::new("t")), want) {
+            (Ok((cfg, _)), Some((bus, address))) => assert_eq!(
+                DeviceConfig::from_settings(&cfg.device).display,
+                Display::Ssd1306 {
+                    bus: bus.into(),
+                    address
+                },
+                "{value}"
+            ),
+            (Err(e), None) => assert!(e.to_string().contains("device.display"), "{value}: {e}"),
+            (got, want) => panic!("{value}: got {got:?}, want {want:?}"),
+        }
+    }
 }

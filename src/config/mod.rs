@@ -204,7 +204,8 @@ pub struct DeviceSettings {
     pub watchdog: Option<PathBuf>,
     /// Seconds between pets; default 5 (the Pi's bcm2835 watchdog times out after 15 s).
     pub watchdog_interval: Option<u64>,
-    /// "none" (default) or a framebuffer device such as "/dev/fb0".
+    /// "none" (default), a framebuffer device such as "/dev/fb0", or a 128×64 SSD1306 OLED as
+    /// "ssd1306:/dev/i2c-1" (address 0x3c) or "ssd1306:/dev/i2c-1:0x3d".
     pub display: Option<String>,
 }
 
@@ -362,6 +363,8 @@ impl Config {
                 format!("{d:?} is not a domain name or IPv4 address"),
             ));
         }
+        crate::device::Display::parse(self.device.display.as_deref().unwrap_or(""))
+            .map_err(|e| invalid("device.display", e))?;
         if self.username_min_length == 0 {
             return Err(invalid("username_min_length", "must be at least 1"));
         }

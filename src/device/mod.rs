@@ -8,13 +8,16 @@
 //! - [`gpio`]: an LED on a GPIO line through the character device (`led = "gpio:<chip>:<line>"`).
 //! - [`watchdog`]: petting `/dev/watchdog` while the relay can serve; magic close on shutdown.
 //! - [`qr`]: QR bitmaps with whole pixels per module and a quiet zone, sized to the screen.
+//! - [`layout`]: a full screen for a framebuffer of any size: the QR plus the text, scaled.
 //! - [`fb`]: the Linux framebuffer (ioctl + mmap), RGB565 / XRGB8888, honouring `line_length`.
+//! - [`oled`]: the 128×64 SSD1306 I2C OLED layout and driver.
 //!
 //! Owns: which screen and pattern a status maps to. Must not know: sockets, the store, protocols
 //! (the caller feeds [`status::Inputs`]).
 
 pub mod fb;
 pub mod gpio;
+pub mod layout;
 pub mod led;
 pub mod oled;
 pub mod qr;
@@ -36,6 +39,41 @@ pub enum Display {
     None,
     /// A Linux framebuffer device such as `/dev/fb0`.
     Fbdev(PathBuf),
+    /// A 128×64 SSD1306 OLED on an I2C bus (`/dev/i2c-1`) at a 7-bit address (usually 0x3c).
+    Ssd1306 { bus: PathBuf, address: u8 },
+}
+
+impl Display {
+    /// From the config's `display` value: `none` or empty, a framebuffer path, or
+    /// `ssd1306:<i2c bus path>[:<address>]` with the address in hex (`0x3c` when left out).
+    pub fn parse(s: &str) -> Result<Display, String> {
+        let Some(rest) = s.strip_prefix("ssd1306:") else {
+            return Ok(match s {
+                "" | "none" => Display::None,
+                p => Display::Fbdev(PathBuf::from(p)),
+            });
+        };
+        let (bus, address) = match rest.rsplit_once(':') {
+            Some((bus, a)) => {
+                let hex = a.strip_prefix("0x").unwrap_or(a);
+                let address = u8::from_str_radix(hex, 16)
+                    .ok()
+                    .filter(|a| (0x03..=0x77).contains(a))
+                    .ok_or_else(|| format!("{a:?} is not a 7-bit I2C address such as 0x3c"))?;
+                (bus, address)
+            }
+            None => (rest, 0x3c),
+        };
+        if !bus.starts_with('/') {
+            return Err(format!(
+                "{bus:?} is not an I2C bus device path such as /dev/i2c-1"
+            ));
+        }
+        Ok(Display::Ssd1306 {
+            bus: PathBuf::from(bus),
+            address,
+        })
+    }
 }
 
 /// Device settings; the default does nothing.
@@ -81,10 +119,8 @@ impl DeviceConfig {
                 .watchdog_interval
                 .map(|n| Duration::from_secs(n.max(1)))
                 .unwrap_or(d.watchdog_interval),
-            display: match s.display.as_deref() {
-                None | Some("") | Some("none") => Display::None,
-                Some(p) => Display::Fbdev(PathBuf::from(p)),
-            },
+            // Checked by `Config::validate`; an invalid value leaves the display off.
+            display: Display::parse(s.display.as_deref().unwrap_or("")).unwrap_or_default(),
             lan_ip: None,
         }
     }
@@ -141,19 +177,21 @@ pub fn screen(status: &Status, domain: &str, lan_ip: Option<&str>) -> Screen {
     }
 }
 
-/// Renders the screen's QR as large as fits `width`×`height` at ≥ 2 px per module. For invites
-/// the shortest fitting form is used ([`qr::fitting_invite`]); `None` when nothing fits.
+/// Renders the screen's QR as large as fits `width`×`height` at ≥ 2 px per module, with the
+/// payload shown. For invites the shortest fitting form is used ([`qr::fitting_invite`]);
+/// `None` when nothing fits or the screen has no QR.
 pub fn render_screen_qr(
     s: &Screen,
     domain: &str,
     width: usize,
     height: usize,
-) -> Option<qr::RenderedQr> {
+) -> Option<(String, qr::RenderedQr)> {
     let payload = s.qr.as_deref()?;
     if payload.starts_with("DCACCOUNT:") {
-        qr::fitting_invite(domain, width, height, qr::DEFAULT_FIT).map(|(_, r)| r)
+        qr::fitting_invite(domain, width, height, qr::DEFAULT_FIT)
     } else {
         qr::render_fitting(payload, width, height, qr::DEFAULT_FIT)
+            .map(|r| (payload.to_string(), r))
     }
 }
 
@@ -211,6 +249,18 @@ impl Device {
                 }
                 Err(e) => tracing::warn!("display {} not used: {e}", path.display()),
             }
+        }
+        if let Display::Ssd1306 { bus, address } = &cfg.display {
+            tracing::info!(bus = %bus.display(), address, "display: SSD1306");
+            let (domain, lan_ip) = (domain.to_string(), cfg.lan_ip.clone());
+            let (bus, address) = (bus.clone(), *address);
+            tasks.push(tokio::spawn(oled_display(
+                bus,
+                address,
+                rx.clone(),
+                domain,
+                lan_ip,
+            )));
         }
         Device {
             tx,
@@ -297,11 +347,34 @@ async fn display(
         let st = rx.borrow_and_update().clone();
         let s = screen(&st, &domain, lan_ip.as_deref());
         let g = f.geometry;
-        let bm = render_screen_qr(&s, &domain, g.width, g.height)
-            .map(|r| r.bitmap)
-            .unwrap_or_else(|| qr::Bitmap::new(0, 0));
-        if let Err(e) = f.show(&bm) {
+        let c = layout::compose(&s, &domain, g.width, g.height);
+        if let Err(e) = f.show(&c.bitmap) {
             tracing::warn!("display: {e}");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Redraws the OLED on every status change. The bus is opened for each redraw (the SSD1306 is
+/// re-initialised too), so a panel plugged in late or reset by a brown-out comes back; errors are
+/// logged once per status.
+async fn oled_display(
+    bus: PathBuf,
+    address: u8,
+    mut rx: watch::Receiver<Status>,
+    domain: String,
+    lan_ip: Option<String>,
+) {
+    loop {
+        let st = rx.borrow_and_update().clone();
+        let s = screen(&st, &domain, lan_ip.as_deref());
+        let (b, d) = (bus.clone(), domain.clone());
+        match tokio::task::spawn_blocking(move || oled::show_on_bus(&b, address, &s, &d)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("display: {e}"),
+            Err(e) => tracing::warn!("display task: {e}"),
         }
         if rx.changed().await.is_err() {
             return;

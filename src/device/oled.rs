@@ -15,7 +15,6 @@ use ssd1306::mode::DisplayConfig;
 use ssd1306::prelude::*;
 use ssd1306::{I2CDisplayInterface, Ssd1306};
 
-use super::qr::{self, DEFAULT_FIT};
 use super::Screen;
 
 pub const WIDTH: usize = 128;
@@ -39,13 +38,7 @@ pub fn draw<D: DrawTarget<Color = BinaryColor>>(
     domain: &str,
 ) -> Result<Drawn, D::Error> {
     d.clear(BinaryColor::Off)?;
-    let rendered = match screen.qr.as_deref() {
-        Some(p) if p.starts_with("DCACCOUNT:") => {
-            qr::fitting_invite(domain, WIDTH, HEIGHT, DEFAULT_FIT)
-        }
-        Some(p) => qr::render_fitting(p, WIDTH, HEIGHT, DEFAULT_FIT).map(|r| (p.to_string(), r)),
-        None => None,
-    };
+    let rendered = super::render_screen_qr(screen, domain, WIDTH, HEIGHT);
     let mut lines = screen.lines.clone();
     let text_x = match &rendered {
         Some((_, r)) => {

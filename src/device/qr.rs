@@ -32,9 +32,19 @@ impl Bitmap {
     }
     /// Copies `src` with its top-left corner at (`x`, `y`), clipped.
     pub fn blit(&mut self, src: &Bitmap, x: usize, y: usize) {
+        self.blit_scaled(src, x, y, 1);
+    }
+    /// Copies `src` enlarged `scale` times (each pixel a `scale`×`scale` block) with its
+    /// top-left corner at (`x`, `y`), clipped.
+    pub fn blit_scaled(&mut self, src: &Bitmap, x: usize, y: usize, scale: usize) {
         for sy in 0..src.height {
             for sx in 0..src.width {
-                self.set(x + sx, y + sy, src.get(sx, sy));
+                let dark = src.get(sx, sy);
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        self.set(x + sx * scale + dx, y + sy * scale + dy, dark);
+                    }
+                }
             }
         }
     }
