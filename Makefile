@@ -24,6 +24,7 @@ run: release
 test: test-rust test-py qemu-test
 
 test-rust:
+	scripts/chronyd.sh >/dev/null
 	$(CARGO) build --bins
 	$(CARGO) test --all-targets
 

@@ -44,8 +44,6 @@ command -v fdtput >/dev/null || need="$need device-tree-compiler"
 command -v zbarimg >/dev/null || need="$need zbar-tools"
 command -v socat >/dev/null || need="$need socat"
 command -v python3 >/dev/null || need="$need python3"
-# The guests' NTP server in qemu-test (run there with -x; never as this machine's daemon).
-command -v chronyd >/dev/null || [ -x /usr/sbin/chronyd ] || need="$need chrony"
 qemu_bp=""
 command -v qemu-system-aarch64 >/dev/null || qemu_bp=" qemu-system-arm"
 # qemu-aarch64 runs the arm64 busybox once to list its applets (from backports too: bookworm's
@@ -56,17 +54,11 @@ if [ "$changed" = 1 ] || [ -n "$need$qemu_bp" ] || [ ! -e /var/lib/apt/lists/deb
 fi
 if [ -n "$need" ]; then
     echo "qemu-deps.sh: installing$need" >&2
-    # No package may start its daemon on this machine (chrony would): refuse service start-up
-    # while installing, unless a policy is already in place.
-    own_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-        $SUDO chmod +x /usr/sbin/policy-rc.d
-        own_policy=1
-    fi
     $SUDO apt-get install -y -qq --no-install-recommends $need
-    [ "$own_policy" = 0 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
+# The guests' NTP server: Debian's chronyd, unpacked under target/host, not installed (it would
+# replace this machine's time daemon); run with -x, it never sets this machine's clock.
+scripts/chronyd.sh >/dev/null
 if [ -n "$qemu_bp" ]; then
     echo "qemu-deps.sh: installing$qemu_bp from $codename-backports" >&2
     $SUDO apt-get install -y -qq --no-install-recommends -t "$codename-backports" $qemu_bp

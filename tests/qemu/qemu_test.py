@@ -644,7 +644,10 @@ def start_ntp_server(work):
     """Debian's chronyd as the guests' NTP server on this namespace's 127.0.0.1:123 (QEMU's
     gateway 10.0.2.2 from inside). `-x`: it never adjusts this machine's clock; `local stratum 8`:
     it serves its own clock, as a LAN time server without upstream would."""
-    chronyd = shutil.which("chronyd") or "/usr/sbin/chronyd"
+    # Unpacked from Debian's package by scripts/chronyd.sh (qemu-deps.sh runs it), not installed.
+    chronyd = os.path.join(TOP, "target", "host", "chrony", "usr", "sbin", "chronyd")
+    if not os.path.exists(chronyd):
+        chronyd = shutil.which("chronyd") or "/usr/sbin/chronyd"
     conf = os.path.join(work, "chrony.conf")
     with open(conf, "w") as f:
         f.write("port 123\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\n"
