@@ -43,6 +43,8 @@ command -v depmod >/dev/null || [ -x /sbin/depmod ] || need="$need kmod"
 command -v fdtput >/dev/null || need="$need device-tree-compiler"
 command -v zbarimg >/dev/null || need="$need zbar-tools"
 command -v socat >/dev/null || need="$need socat"
+# readelf: the shared libraries the image's arm64 sfdisk/partx/e2fsck/resize2fs need.
+command -v readelf >/dev/null || need="$need binutils"
 command -v python3 >/dev/null || need="$need python3"
 qemu_bp=""
 command -v qemu-system-aarch64 >/dev/null || qemu_bp=" qemu-system-arm"

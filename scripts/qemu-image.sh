@@ -1,7 +1,8 @@
 #!/bin/sh
 # make qemu-image: the offline test twin of the Buildroot SD-card image (appliance.md §5.6).
 #
-# From Debian packages only: the arm64 kernel, busybox-static:arm64 and raspi-firmware, fetched
+# From Debian packages only: the arm64 kernel, busybox-static:arm64, raspi-firmware and the tools
+# that grow the data partition (sfdisk, partx, e2fsck, resize2fs with their libraries), fetched
 # with `apt-get download` and unpacked under target/qemu/cache (never installed on the host),
 # plus the static relay from `make aarch64`. The root filesystem is BusyBox + the relay + the
 # shared overlay board/raspberrypi/rootfs-overlay (inittab, fstab, S-scripts) on top of
@@ -49,7 +50,9 @@ if [ -z "$kpkg" ] || [ ! -d "$CACHE/x/$kpkg" ]; then
         exit 1
     }
 fi
-for p in "$kpkg" busybox-static raspi-firmware; do
+# Shared libraries of the data-partition tools (see install_tools below), and glibc.
+LIBPKGS="libc6 libfdisk1 libsmartcols1 libblkid1 libuuid1 libreadline8 libtinfo6 libext2fs2 libcom-err2"
+for p in "$kpkg" busybox-static raspi-firmware fdisk util-linux e2fsprogs $LIBPKGS; do
     [ -d "$CACHE/x/$p" ] && continue
     arch=arm64
     [ "$p" = raspi-firmware ] && arch=all
@@ -117,6 +120,40 @@ cp -a "$BOARD/rootfs-overlay/." "$ROOT/"
 # As the Buildroot package does: the relay at the path the inittab starts.
 install -D -m 0755 "$BIN" "$ROOT/usr/bin/chatmail-box"
 ln -f "$ROOT/usr/bin/chatmail-box" "$ROOT/usr/bin/chatmail-clock"
+# --- the tools S05datafs grows the data partition with ---------------------------------------
+# Buildroot builds util-linux (sfdisk, partx) and e2fsprogs (e2fsck, resize2fs) into the real
+# image; here Debian's arm64 builds go in with glibc's loader and the shared libraries they need,
+# found through readelf's NEEDED entries in the unpacked packages.
+find_lib() {
+    for p in $LIBPKGS; do
+        for d in lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu; do
+            [ -e "$CACHE/x/$p/$d/$1" ] && { echo "$CACHE/x/$p/$d/$1"; return 0; }
+        done
+    done
+    return 1
+}
+# Copies the libraries ELF file $1 needs, and theirs, into $ROOT/lib/aarch64-linux-gnu.
+copy_libs() {
+    for lib in $(readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
+        [ -e "$ROOT/lib/aarch64-linux-gnu/$lib" ] && continue
+        found=$(find_lib "$lib") || { log "$1 needs $lib: add its package to LIBPKGS"; exit 1; }
+        cp -L "$found" "$ROOT/lib/aarch64-linux-gnu/$lib"
+        copy_libs "$found"
+    done
+}
+mkdir -p "$ROOT/lib/aarch64-linux-gnu"
+for t in fdisk:sbin/sfdisk util-linux:usr/bin/partx e2fsprogs:sbin/e2fsck e2fsprogs:sbin/resize2fs; do
+    src=$CACHE/x/${t%%:*}/${t#*:}
+    [ -f "$src" ] || { log "no ${t#*:} in package ${t%%:*}"; exit 1; }
+    rm -f "$ROOT/${t#*:}"
+    cp "$src" "$ROOT/${t#*:}"
+    copy_libs "$src"
+done
+ln -sf aarch64-linux-gnu/ld-linux-aarch64.so.1 "$ROOT/lib/ld-linux-aarch64.so.1"
+qemu-aarch64 -L "$ROOT" "$ROOT/sbin/resize2fs" -h 2>&1 | grep -q 'resize2fs' || {
+    log "resize2fs does not run from the image root"
+    exit 1
+}
 rootmods=$(grep -v '^#' "$QBOARD/skeleton/etc/modules")
 install_modules "$ROOT" $rootmods
 # Buildroot's post-build script of the real image (mount points, binary check).

@@ -24,7 +24,10 @@ impl Drop for Chrony {
 fn chronyd() -> Option<(Chrony, u16)> {
     // scripts/chronyd.sh (run by `make test-rust`) unpacks Debian's chronyd here rather than
     // installing the package; an installed one does as well.
-    let unpacked = concat!(env!("CARGO_MANIFEST_DIR"), "/target/host/chrony/usr/sbin/chronyd");
+    let unpacked = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/host/chrony/usr/sbin/chronyd"
+    );
     let bin = [unpacked, "/usr/sbin/chronyd", "/sbin/chronyd"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());

@@ -8,12 +8,13 @@ machine's clock) as the NTP server that the image's `chatmail-box clock` asks at
 
 raspi3b (Zero 2 W device tree, SD card, usb-net):
   relay started by init at boot (as user chatmail) in setup mode, clock set over SNTP, read-only
-  squashfs root, data mounted, ACT LED: the setup-needed pattern, then the wizard is finished
+  squashfs root, data grown to the end of the 256 MiB card at first boot (only then) and mounted,
+  ACT LED: the setup-needed pattern, then the wizard is finished
   through the forwarded HTTPS port and the LED turns healthy; data (and the relay's keys and
   setup) survive a hard reset (system_reset) during SMTP submission, which loses no
   acknowledged message.
-virt (same SD image as a virtio disk, virtio-gpu, i6300esb, virtio-net with host forwards):
-  QR on the framebuffer (QMP screendump + zbarimg): the wizard's address before setup and the
+virt (same SD image as a virtio disk grown to 512 MiB, virtio-gpu, i6300esb, virtio-net with
+  host forwards): data grown to the end of the disk, QR on the framebuffer (QMP screendump + zbarimg): the wizard's address before setup and the
   invite after it; a PL061 GPIO line following the LED patterns (setup needed, then healthy),
   the watchdog petted (no expiry while the relay runs; expiry once the relay is frozen),
   no acknowledged message lost across a hard reset (system_reset) during submission.
@@ -47,10 +48,9 @@ DOMAIN = "_chatmail.localhost"
 # The guest's address on QEMU's user network (board/qemu/skeleton/etc/init.d/S40network).
 GUEST_IP = "10.0.2.15"
 ADMIN_PASSWORD = "qemu-test-admin-password"
-# The test image's data partition stays at 64 MiB (BusyBox has no sfdisk/resize2fs to grow it)
-# and TCG keeps the load high, so the account-creation guards are relaxed (min_free_disk_space
-# is in MB, as in chatmail.ini); the send rate limit too, so that a reset comes while messages
-# are still being submitted.
+# The test cards are small (256 MiB raspi, 512 MiB virt) and TCG keeps the load high, so the
+# account-creation guards are relaxed (min_free_disk_space is in MB, as in chatmail.ini); the
+# send rate limit too, so that a reset comes while messages are still being submitted.
 RELAX_CONFIG = ("-e '1i min_free_disk_space = 1\\nmax_load_1m = 1000.0\\nmax_user_send_per_minute = 100000' "
                 "/data/chatmail/config.toml")
 QEMU = "qemu-system-aarch64"
@@ -394,6 +394,21 @@ def raspi_args(sd, dtb, fwd):
 # --- raspi3b ---------------------------------------------------------------------------------------
 
 
+def check_data_grown(m, label, disk, part):
+    """S05datafs grew `data` (partition 3) to the end of the card at first boot, and the ext4
+    filesystem with it; it said so on the console exactly once."""
+    p = f"/sys/class/block/{part}"
+    nums = m.val(f"echo $(cat {p}/start) $(cat {p}/size) $(cat /sys/class/block/{disk}/size) "
+                 "$(df -k /data | tail -1 | awk '{print $2}')").split()
+    ok = len(nums) == 4 and all(n.isdigit() for n in nums)
+    start, size, total, fs_kib = (int(n) for n in nums) if ok else (0, 0, 0, 0)
+    grows = len(re.findall(rb"S05datafs: growing", m.buf))
+    check(f"{label}: data partition grown to the end of the card at first boot",
+          ok and total - (start + size) <= 16384 and size > 2 * 64 * 2048 and fs_kib * 2 > size * 8 // 10
+          and grows == 1,
+          f"partition {start}+{size} of {total} sectors, filesystem {fs_kib} KiB, {grows} grow messages")
+
+
 def test_raspi(work):
     sd = os.path.join(work, "raspi-sd.img")
     shutil.copyfile(os.path.join(IMAGES, "sdcard.img"), sd)
@@ -416,6 +431,7 @@ def test_raspi(work):
         check("raspi: root rejects writes", rc != 0 and "Read-only" in out, out.strip())
         data = m.val("grep ' /data ' /proc/mounts")
         check("raspi: data partition mounted rw", "/dev/mmcblk0p3 /data ext4 rw" in data, data)
+        check_data_grown(m, "raspi", "mmcblk0", "mmcblk0p3")
         trig = m.val("cat /sys/class/leds/ACT/trigger")
         check("raspi: ACT LED taken over (trigger none)", "[none]" in trig, trig)
         led_check(m, "raspi: ACT LED shows the setup-needed pattern", READ_ACT, "setup")
@@ -436,6 +452,7 @@ def test_raspi(work):
         check("raspi: data survives the reset", marker == "persisted-1", repr(marker))
         dkim2 = m.val(keys)
         check("raspi: setup and relay keys kept across the reset", dkim1 == dkim2, dkim2)
+        check_data_grown(m, "raspi: after the reset", "mmcblk0", "mmcblk0p3")
         mode = m.val("logread | grep 'listening' | tail -1")
         check("raspi: after the reset the relay serves (no wizard)", "setup wizard" not in mode, mode[-120:])
     finally:
@@ -579,12 +596,15 @@ def reset_during_submission(m, fwd, label):
 def test_virt(work):
     sd = os.path.join(work, "virt-sd.img")
     shutil.copyfile(os.path.join(IMAGES, "sdcard.img"), sd)
+    # As if the image were written to a larger card: S05datafs grows data to the end.
+    os.truncate(sd, 512 << 20)
     fwd = {587: free_port(), 993: free_port(), 443: free_port()}
     m = Machine("virt", virt_args(sd, fwd), work)
     try:
         t_ready = wait_ready(m, 0)
         TIMES.append(("virt (virtio-gpu), first boot to the wizard", t_ready - m.t0))
         check("virt: relay starts at boot", True, f"ready after {t_ready - m.t0:.1f} s")
+        check_data_grown(m, "virt", "vda", "vda3")
         fb = m.val("cat /sys/class/graphics/fb0/name 2>&1")
         check("virt: /dev/fb0 from virtio-gpu", "virtio" in fb, fb)
 
@@ -624,6 +644,7 @@ def test_virt(work):
               f"{time.monotonic() - t_ready:.0f} s since ready, timeout {timeout} s")
 
         reset_during_submission(m, fwd, "virt")
+        check_data_grown(m, "virt: after the reset", "vda", "vda3")
 
         # The watchdog bites when the relay hangs: freeze it, expect the expiry event.
         m.sh("kill -STOP $(pidof chatmail-box)")
