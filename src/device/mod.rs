@@ -245,7 +245,12 @@ impl Device {
                 Ok(f) => {
                     tracing::info!(fb = %path.display(), geometry = ?f.geometry, "display");
                     let (domain, lan_ip) = (domain.to_string(), cfg.lan_ip.clone());
-                    tasks.push(tokio::spawn(display(f, rx.clone(), domain, lan_ip)));
+                    tasks.push(tokio::spawn(display(
+                        Sink::Fb(f),
+                        rx.clone(),
+                        domain,
+                        lan_ip,
+                    )));
                 }
                 Err(e) => tracing::warn!("display {} not used: {e}", path.display()),
             }
@@ -253,14 +258,11 @@ impl Device {
         if let Display::Ssd1306 { bus, address } = &cfg.display {
             tracing::info!(bus = %bus.display(), address, "display: SSD1306");
             let (domain, lan_ip) = (domain.to_string(), cfg.lan_ip.clone());
-            let (bus, address) = (bus.clone(), *address);
-            tasks.push(tokio::spawn(oled_display(
-                bus,
-                address,
-                rx.clone(),
-                domain,
-                lan_ip,
-            )));
+            let sink = Sink::Oled {
+                bus: bus.clone(),
+                address: *address,
+            };
+            tasks.push(tokio::spawn(display(sink, rx.clone(), domain, lan_ip)));
         }
         Device {
             tx,
@@ -337,32 +339,37 @@ async fn pet(mut w: watchdog::Watchdog, mut rx: watch::Receiver<Status>, every: 
     }
 }
 
-async fn display(
-    mut f: fb::Framebuffer,
-    mut rx: watch::Receiver<Status>,
-    domain: String,
-    lan_ip: Option<String>,
-) {
-    loop {
-        let st = rx.borrow_and_update().clone();
-        let s = screen(&st, &domain, lan_ip.as_deref());
-        let g = f.geometry;
-        let c = layout::compose(&s, &domain, g.width, g.height);
-        if let Err(e) = f.show(&c.bitmap) {
-            tracing::warn!("display: {e}");
-        }
-        if rx.changed().await.is_err() {
-            return;
+/// Where screens go.
+enum Sink {
+    Fb(fb::Framebuffer),
+    /// The bus is opened for each redraw (the SSD1306 is re-initialised too), so a panel plugged
+    /// in late or reset by a brown-out comes back.
+    Oled {
+        bus: PathBuf,
+        address: u8,
+    },
+}
+
+impl Sink {
+    async fn show(&mut self, s: Screen, domain: &str) -> std::io::Result<()> {
+        match self {
+            Sink::Fb(f) => {
+                let g = f.geometry;
+                f.show(&layout::compose(&s, domain, g.width, g.height).bitmap)
+            }
+            Sink::Oled { bus, address } => {
+                let (b, a, d) = (bus.clone(), *address, domain.to_string());
+                tokio::task::spawn_blocking(move || oled::show_on_bus(&b, a, &s, &d).map(|_| ()))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
         }
     }
 }
 
-/// Redraws the OLED on every status change. The bus is opened for each redraw (the SSD1306 is
-/// re-initialised too), so a panel plugged in late or reset by a brown-out comes back; errors are
-/// logged once per status.
-async fn oled_display(
-    bus: PathBuf,
-    address: u8,
+/// Redraws the display on every status change; errors are logged once per status.
+async fn display(
+    mut sink: Sink,
     mut rx: watch::Receiver<Status>,
     domain: String,
     lan_ip: Option<String>,
@@ -370,11 +377,8 @@ async fn oled_display(
     loop {
         let st = rx.borrow_and_update().clone();
         let s = screen(&st, &domain, lan_ip.as_deref());
-        let (b, d) = (bus.clone(), domain.clone());
-        match tokio::task::spawn_blocking(move || oled::show_on_bus(&b, address, &s, &d)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("display: {e}"),
-            Err(e) => tracing::warn!("display task: {e}"),
+        if let Err(e) = sink.show(s, &domain).await {
+            tracing::warn!("display: {e}");
         }
         if rx.changed().await.is_err() {
             return;
