@@ -338,14 +338,32 @@ fn long_domain_wraps_and_a_tiny_screen_says_the_qr_does_not_fit() {
     assert_eq!(c.text.lines.concat(), domain);
     let got = read_text(&c.bitmap, &c.text, c.text.lines.len());
     assert_eq!(got.concat(), domain);
-    assert_eq!(decode(&c.bitmap).len(), 1);
-    // 64×48: no invite fits at 2 px per module; the screen says so and shows the domain.
-    let c = layout::compose(&s, "relay.example.invalid", 64, 48);
+    assert_eq!(
+        decode(&c.bitmap),
+        vec![c.qr.as_ref().unwrap().payload.clone()]
+    );
+    // 160×50: no invite fits at 2 px per module (the smallest needs 58 px); the screen says so
+    // and shows the domain.
+    let domain = "relay.example.invalid";
+    let s = screen(&Status::Healthy, domain, None);
+    let c = layout::compose(&s, domain, 160, 50);
     assert!(c.qr.is_none());
     assert!(decode(&c.bitmap).is_empty());
     let got = read_text(&c.bitmap, &c.text, c.text.lines.len());
-    assert_eq!(got, c.text.lines);
-    assert!(got.concat().starts_with("QR too long for"), "{got:?}");
+    assert_eq!(got, ["QR too long for", "this screen.", domain]);
+    // 1.8" TFT, degraded: every reason is shown (wrapped beside the QR) rather than some
+    // dropped under it.
+    let s = screen(
+        &Status::Degraded(vec![Reason::CertExpiring, Reason::DiskAlmostFull]),
+        domain,
+        None,
+    );
+    let c = layout::compose(&s, domain, 160, 128);
+    let got = read_text(&c.bitmap, &c.text, c.text.lines.len()).concat();
+    for want in s.lines.iter() {
+        assert!(got.contains(want.as_str()), "{want:?} not in {got:?}");
+    }
+    assert_eq!(decode(&c.bitmap), vec![c.qr.unwrap().payload]);
     // Non-ASCII text is shown as '?', not dropped or panicking.
     let s = layout::compose(
         &chatmail_box::device::Screen {
@@ -357,4 +375,21 @@ fn long_domain_wraps_and_a_tiny_screen_says_the_qr_does_not_fit() {
         240,
     );
     assert_eq!(read_text(&s.bitmap, &s.text, 1), vec!["b?cher.example"]);
+}
+
+#[test]
+fn readme_numbers_for_the_healthy_screen() {
+    // README, "Display screens": the invite of a 21-character domain with the domain as text.
+    let domain = "relay.example.invalid";
+    let s = screen(&Status::Healthy, domain, None);
+    for (w, h, qr_scale, glyph_h) in [(320, 240, 5, 20), (480, 320, 8, 10), (1920, 1080, 29, 60)] {
+        let c = layout::compose(&s, domain, w, h);
+        let f = layout::FONTS[c.text.font];
+        let got = (
+            c.qr.as_ref().unwrap().scale,
+            f.character_size.height as usize * c.text.scale,
+        );
+        assert_eq!(got, (qr_scale, glyph_h), "{w}x{h}");
+        assert_eq!(read_text(&c.bitmap, &c.text, 1), vec![domain]);
+    }
 }

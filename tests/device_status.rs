@@ -210,6 +210,7 @@ display = "/dev/fb0"
         ("ssd1306:/dev/i2c-1", Some(("/dev/i2c-1", 0x3c))),
         ("ssd1306:/dev/i2c-3:0x3d", Some(("/dev/i2c-3", 0x3d))),
         ("ssd1306:/dev/i2c-1:3C", Some(("/dev/i2c-1", 0x3c))),
+        ("ssd1306:/dev/i2c-1:0X3D", Some(("/dev/i2c-1", 0x3d))),
         ("ssd1306:/dev/i2c-1:0x80", None),
         ("ssd1306:/dev/i2c-1:zz", None),
         ("ssd1306:i2c-1", None),

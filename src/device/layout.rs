@@ -2,9 +2,10 @@
 //! the QR and the screen's text lines, the text drawn with embedded-graphics' mono fonts scaled
 //! by whole pixels.
 //!
-//! Two arrangements are tried, text below the QR and text right of it; the one that gives the
-//! larger QR wins, unless it would have to wrap a line the other keeps whole (an IP address or a
-//! domain split over two lines is hard to type). Owns: that choice and the text sizing. Must not
+//! Two arrangements are tried, text below the QR and text right of it. One that shows every line
+//! beats one that must drop some; then one that keeps every line whole beats one that wraps (an
+//! IP address or a domain split over two lines is hard to type); then the larger QR wins, then
+//! the larger text. Owns: that choice and the text sizing. Must not
 //! know: pixel formats or the device (see `fb`), or how the screen was chosen (see `screen`).
 
 use std::convert::Infallible;
@@ -21,7 +22,8 @@ use super::Screen;
 /// Fonts tried, larger first. Both are ASCII; other characters are drawn as `?`.
 pub const FONTS: [&MonoFont<'static>; 2] = [&FONT_10X20, &FONT_6X10];
 
-/// Largest share of the height (or width) that text may take from the QR, in percent.
+/// Text below the QR: the most of the height it may take. Text right of the QR: the least of the
+/// width kept for it (the QR gets at most the rest). In percent.
 const TEXT_SHARE: usize = 34;
 
 /// Where text went.
@@ -131,13 +133,14 @@ struct Candidate {
     qr: (String, RenderedQr),
     qr_at: (usize, usize),
     text: TextBlock,
+    cut: bool,
     wrapped: bool,
 }
 
 impl Candidate {
-    fn score(&self) -> (bool, usize, usize) {
+    fn score(&self) -> (bool, bool, usize, usize) {
         let glyph_h = FONTS[self.text.font].character_size.height as usize * self.text.scale;
-        (!self.wrapped, self.qr.1.scale, glyph_h)
+        (!self.cut, !self.wrapped, self.qr.1.scale, glyph_h)
     }
 }
 
@@ -160,10 +163,11 @@ fn candidate(
             let side = qr.1.bitmap.width;
             let used = side + th + margin;
             let top = height.saturating_sub(used) / 2;
-            let wrapped = fit.wrapped;
+            let (cut, wrapped) = (fit.cut, fit.wrapped);
             let text = fit.place(margin + bw.saturating_sub(tw) / 2, top + side);
             Some(Candidate {
                 qr_at: ((width - side) / 2, top),
+                cut,
                 wrapped,
                 qr,
                 text,
@@ -178,10 +182,11 @@ fn candidate(
             let fit = fit_text(lines, bw, bh);
             let (tw, th) = fit.extent();
             let left = width.saturating_sub(side + tw + margin) / 2;
-            let wrapped = fit.wrapped;
+            let (cut, wrapped) = (fit.cut, fit.wrapped);
             let text = fit.place(left + side, margin + bh.saturating_sub(th) / 2);
             Some(Candidate {
                 qr_at: (left, (height - side) / 2),
+                cut,
                 wrapped,
                 qr,
                 text,
@@ -195,7 +200,10 @@ struct TextFit {
     font: usize,
     scale: usize,
     lines: Vec<String>,
+    /// Some line was split.
     wrapped: bool,
+    /// Some (wrapped) lines did not fit and were dropped.
+    cut: bool,
 }
 
 impl TextFit {
@@ -252,6 +260,7 @@ fn fit_text(lines: &[String], w: usize, h: usize) -> TextFit {
                         scale,
                         lines: wrapped,
                         wrapped: is_wrapped,
+                        cut: false,
                     });
                 }
                 break;
@@ -266,13 +275,16 @@ fn fit_text(lines: &[String], w: usize, h: usize) -> TextFit {
         FONTS[small].character_size.width as usize,
         FONTS[small].character_size.height as usize + 1,
     );
-    let mut cut = wrap_lines(lines, (w / cw).max(1));
-    cut.truncate(h / ch);
+    let mut shown = wrap_lines(lines, (w / cw).max(1));
+    let wrapped = shown.len() > lines.len();
+    let all = shown.len();
+    shown.truncate(h / ch);
     TextFit {
         font: small,
         scale: 1,
-        wrapped: cut.len() != lines.len(),
-        lines: cut,
+        wrapped,
+        cut: shown.len() < all,
+        lines: shown,
     }
 }
 

@@ -46,6 +46,7 @@ pub enum Display {
 impl Display {
     /// From the config's `display` value: `none` or empty, a framebuffer path, or
     /// `ssd1306:<i2c bus path>[:<address>]` with the address in hex (`0x3c` when left out).
+    /// The address is what follows the last `:`, so a bus path containing `:` needs one.
     pub fn parse(s: &str) -> Result<Display, String> {
         let Some(rest) = s.strip_prefix("ssd1306:") else {
             return Ok(match s {
@@ -55,7 +56,10 @@ impl Display {
         };
         let (bus, address) = match rest.rsplit_once(':') {
             Some((bus, a)) => {
-                let hex = a.strip_prefix("0x").unwrap_or(a);
+                let hex = a
+                    .strip_prefix("0x")
+                    .or_else(|| a.strip_prefix("0X"))
+                    .unwrap_or(a);
                 let address = u8::from_str_radix(hex, 16)
                     .ok()
                     .filter(|a| (0x03..=0x77).contains(a))
@@ -178,7 +182,8 @@ pub fn screen(status: &Status, domain: &str, lan_ip: Option<&str>) -> Screen {
 }
 
 /// Renders the screen's QR as large as fits `width`×`height` at ≥ 2 px per module, with the
-/// payload shown. For invites the shortest fitting form is used ([`qr::fitting_invite`]);
+/// payload shown. For invites the first (longest, most compatible) form that fits is used
+/// ([`qr::fitting_invite`]);
 /// `None` when nothing fits or the screen has no QR.
 pub fn render_screen_qr(
     s: &Screen,
@@ -342,8 +347,8 @@ async fn pet(mut w: watchdog::Watchdog, mut rx: watch::Receiver<Status>, every: 
 /// Where screens go.
 enum Sink {
     Fb(fb::Framebuffer),
-    /// The bus is opened for each redraw (the SSD1306 is re-initialised too), so a panel plugged
-    /// in late or reset by a brown-out comes back.
+    /// The bus is opened and the SSD1306 initialised for each redraw, so a panel plugged in late
+    /// or reset by a brown-out comes back at the next retry.
     Oled {
         bus: PathBuf,
         address: u8,
@@ -351,36 +356,66 @@ enum Sink {
 }
 
 impl Sink {
-    async fn show(&mut self, s: Screen, domain: &str) -> std::io::Result<()> {
+    /// Blocking: composing a 1080p screen and writing 8 MB of pixel memory, or I2C transfers.
+    fn show(&mut self, s: &Screen, domain: &str) -> std::io::Result<()> {
         match self {
             Sink::Fb(f) => {
                 let g = f.geometry;
-                f.show(&layout::compose(&s, domain, g.width, g.height).bitmap)
+                f.show(&layout::compose(s, domain, g.width, g.height).bitmap)
             }
-            Sink::Oled { bus, address } => {
-                let (b, a, d) = (bus.clone(), *address, domain.to_string());
-                tokio::task::spawn_blocking(move || oled::show_on_bus(&b, a, &s, &d).map(|_| ()))
-                    .await
-                    .map_err(std::io::Error::other)?
-            }
+            Sink::Oled { bus, address } => oled::show_on_bus(bus, *address, s, domain).map(|_| ()),
         }
     }
 }
 
-/// Redraws the display on every status change; errors are logged once per status.
+/// How soon a failed redraw is tried again.
+const DISPLAY_RETRY: Duration = Duration::from_secs(30);
+
+/// Redraws the display on every status change, off the async workers; a failed redraw is retried
+/// every [`DISPLAY_RETRY`] and logged once per status.
 async fn display(
     mut sink: Sink,
     mut rx: watch::Receiver<Status>,
     domain: String,
     lan_ip: Option<String>,
 ) {
+    let mut failing = false;
     loop {
         let st = rx.borrow_and_update().clone();
         let s = screen(&st, &domain, lan_ip.as_deref());
-        if let Err(e) = sink.show(s, &domain).await {
-            tracing::warn!("display: {e}");
+        let d = domain.clone();
+        let (back, r) = match tokio::task::spawn_blocking(move || {
+            let r = sink.show(&s, &d);
+            (sink, r)
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("display task: {e}");
+                return;
+            }
+        };
+        sink = back;
+        match r {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                tracing::warn!("display: {e}");
+                failing = true;
+            }
+            Err(_) => {}
         }
-        if rx.changed().await.is_err() {
+        if failing {
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    failing = false;
+                }
+                _ = tokio::time::sleep(DISPLAY_RETRY) => {}
+            }
+        } else if rx.changed().await.is_err() {
             return;
         }
     }

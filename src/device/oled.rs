@@ -30,8 +30,9 @@ pub struct Drawn {
 }
 
 /// Draws `screen` on a 128×64 1-bit target. The QR (if one fits at ≥ 2 px per module; invites
-/// use the shortest fitting form) goes left as unlit modules on a lit field including the quiet
-/// zone; text goes right. If the screen wants a QR but none fits, the text says so.
+/// use the first, most compatible form that fits) goes left as unlit modules on a lit field
+/// including the quiet zone; text goes right. If the screen wants a QR but none fits, the text
+/// says so.
 pub fn draw<D: DrawTarget<Color = BinaryColor>>(
     d: &mut D,
     screen: &Screen,
