@@ -60,7 +60,7 @@ if [ -n "$need" ]; then
 fi
 # The guests' NTP server: Debian's chronyd, unpacked under target/host, not installed (it would
 # replace this machine's time daemon); run with -x, it never sets this machine's clock.
-scripts/chronyd.sh >/dev/null
+"$(dirname "$0")/chronyd.sh" >/dev/null
 if [ -n "$qemu_bp" ]; then
     echo "qemu-deps.sh: installing$qemu_bp from $codename-backports" >&2
     $SUDO apt-get install -y -qq --no-install-recommends -t "$codename-backports" $qemu_bp
