@@ -14,8 +14,9 @@ raspi3b (Zero 2 W device tree, SD card, usb-net):
   setup) survive a hard reset (system_reset) during SMTP submission, which loses no
   acknowledged message.
 virt (same SD image as a virtio disk grown to 512 MiB, virtio-gpu, i6300esb, virtio-net with
-  host forwards): data grown to the end of the disk, QR on the framebuffer (QMP screendump + zbarimg): the wizard's address before setup and the
-  invite after it; a PL061 GPIO line following the LED patterns (setup needed, then healthy),
+  host forwards): data's filesystem grown to the end of the disk after a power cut had stopped
+  the growth after sfdisk, QR on the framebuffer (QMP screendump + zbarimg): the wizard's
+  address before setup and the invite after it; a PL061 GPIO line following the LED patterns (setup needed, then healthy),
   the watchdog petted (no expiry while the relay runs; expiry once the relay is frozen),
   no acknowledged message lost across a hard reset (system_reset) during submission.
 
@@ -394,19 +395,36 @@ def raspi_args(sd, dtb, fwd):
 # --- raspi3b ---------------------------------------------------------------------------------------
 
 
-def check_data_grown(m, label, disk, part):
-    """S05datafs grew `data` (partition 3) to the end of the card at first boot, and the ext4
-    filesystem with it; it said so on the console exactly once."""
+def cut_after_sfdisk(path):
+    """The card as a power cut right after S05datafs' sfdisk would leave it: the data partition's
+    MBR entry (the third) already reaches the end of the disk, its filesystem is still 64 MiB."""
+    total = os.path.getsize(path) // 512
+    with open(path, "r+b") as f:
+        mbr = bytearray(f.read(512))
+        e = 446 + 2 * 16
+        start = int.from_bytes(mbr[e + 8:e + 12], "little")
+        mbr[e + 12:e + 16] = (total - start).to_bytes(4, "little")
+        f.seek(0)
+        f.write(mbr)
+
+
+def check_data_grown(m, label, disk, part, table_grows=1):
+    """S05datafs grew `data` to the end of the card (the partition `table_grows` times, the
+    filesystem once, both at first boot), the filesystem online: 4 KiB blocks, and about one
+    inode per 16 KiB as mkfs.ext4 gives a card of that size (genimage.cfg.in)."""
     p = f"/sys/class/block/{part}"
     nums = m.val(f"echo $(cat {p}/start) $(cat {p}/size) $(cat /sys/class/block/{disk}/size) "
-                 "$(df -k /data | tail -1 | awk '{print $2}')").split()
-    ok = len(nums) == 4 and all(n.isdigit() for n in nums)
-    start, size, total, fs_kib = (int(n) for n in nums) if ok else (0, 0, 0, 0)
+                 "$(df -k /data | tail -1 | awk '{print $2}') $(df -i /data | tail -1 | awk '{print $2}') "
+                 "$(stat -f -c %S /data)").split()
+    ok = len(nums) == 6 and all(n.isdigit() for n in nums)
+    start, size, total, fs_kib, inodes, bsize = (int(n) for n in nums) if ok else (0,) * 6
     grows = len(re.findall(rb"S05datafs: growing", m.buf))
-    check(f"{label}: data partition grown to the end of the card at first boot",
+    fs_grows = len(re.findall(rb"S05datafs: filesystem on /dev/\w+ grown", m.buf))
+    check(f"{label}: data partition and filesystem reach the end of the card (grown at first boot only)",
           ok and total - (start + size) <= 16384 and size > 2 * 64 * 2048 and fs_kib * 2 > size * 8 // 10
-          and grows == 1,
-          f"partition {start}+{size} of {total} sectors, filesystem {fs_kib} KiB, {grows} grow messages")
+          and bsize == 4096 and inodes * 16 * 2 > size * 8 // 10 and grows == table_grows and fs_grows == 1,
+          f"partition {start}+{size} of {total} sectors, filesystem {fs_kib} KiB in {bsize} B blocks, "
+          f"{inodes} inodes; console: {grows} partition, {fs_grows} filesystem grow messages")
 
 
 def test_raspi(work):
@@ -596,15 +614,17 @@ def reset_during_submission(m, fwd, label):
 def test_virt(work):
     sd = os.path.join(work, "virt-sd.img")
     shutil.copyfile(os.path.join(IMAGES, "sdcard.img"), sd)
-    # As if the image were written to a larger card: S05datafs grows data to the end.
+    # As if the image were written to a larger card, and the first boot's growth cut off by a
+    # power cut after sfdisk: S05datafs must still grow the filesystem to the end.
     os.truncate(sd, 512 << 20)
+    cut_after_sfdisk(sd)
     fwd = {587: free_port(), 993: free_port(), 443: free_port()}
     m = Machine("virt", virt_args(sd, fwd), work)
     try:
         t_ready = wait_ready(m, 0)
         TIMES.append(("virt (virtio-gpu), first boot to the wizard", t_ready - m.t0))
         check("virt: relay starts at boot", True, f"ready after {t_ready - m.t0:.1f} s")
-        check_data_grown(m, "virt", "vda", "vda3")
+        check_data_grown(m, "virt (cut after sfdisk)", "vda", "vda3", table_grows=0)
         fb = m.val("cat /sys/class/graphics/fb0/name 2>&1")
         check("virt: /dev/fb0 from virtio-gpu", "virtio" in fb, fb)
 
@@ -644,7 +664,7 @@ def test_virt(work):
               f"{time.monotonic() - t_ready:.0f} s since ready, timeout {timeout} s")
 
         reset_during_submission(m, fwd, "virt")
-        check_data_grown(m, "virt: after the reset", "vda", "vda3")
+        check_data_grown(m, "virt: after the reset", "vda", "vda3", table_grows=0)
 
         # The watchdog bites when the relay hangs: freeze it, expect the expiry event.
         m.sh("kill -STOP $(pidof chatmail-box)")
