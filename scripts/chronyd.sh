@@ -1,8 +1,8 @@
 #!/bin/sh
 # Provides Debian's chronyd for the tests (tests/clock_sntp.rs, make qemu-test) without
 # installing the chrony package: installing it would replace this machine's time daemon
-# (chrony conflicts with systemd-timesyncd). The amd64 .deb is fetched with `apt-get download`
-# (for this machine's architecture) and unpacked under target/host/chrony; its shared libraries
+# (chrony conflicts with systemd-timesyncd). The .deb for this machine's architecture is fetched
+# with `apt-get download` and unpacked under target/host/chrony; its shared libraries
 # (GnuTLS, Nettle, libcap, libseccomp: bookworm's package names) are ordinary libraries, installed
 # if missing. Idempotent; prints chronyd's path, or fails with a message.
 # The tests start it with -x and their own config: it never sets this machine's clock.

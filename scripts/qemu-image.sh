@@ -2,7 +2,7 @@
 # make qemu-image: the offline test twin of the Buildroot SD-card image (appliance.md §5.6).
 #
 # From Debian packages only: the arm64 kernel, busybox-static:arm64, raspi-firmware and the tools
-# that grow the data partition (sfdisk, partx, e2fsck, resize2fs with their libraries), fetched
+# that grow the data partition (sfdisk, partx, resize2fs with their libraries), fetched
 # with `apt-get download` and unpacked under target/qemu/cache (never installed on the host),
 # plus the static relay from `make aarch64`. The root filesystem is BusyBox + the relay + the
 # shared overlay board/raspberrypi/rootfs-overlay (inittab, fstab, S-scripts) on top of
@@ -121,7 +121,7 @@ cp -a "$BOARD/rootfs-overlay/." "$ROOT/"
 install -D -m 0755 "$BIN" "$ROOT/usr/bin/chatmail-box"
 ln -f "$ROOT/usr/bin/chatmail-box" "$ROOT/usr/bin/chatmail-clock"
 # --- the tools S05datafs grows the data partition with ---------------------------------------
-# Buildroot builds util-linux (sfdisk, partx) and e2fsprogs (e2fsck, resize2fs) into the real
+# Buildroot builds util-linux (sfdisk, partx) and e2fsprogs (resize2fs) into the real
 # image; here Debian's arm64 builds go in with glibc's loader and the shared libraries they need,
 # found through readelf's NEEDED entries in the unpacked packages.
 find_lib() {
@@ -142,7 +142,7 @@ copy_libs() {
     done
 }
 mkdir -p "$ROOT/lib/aarch64-linux-gnu"
-for t in fdisk:sbin/sfdisk util-linux:usr/bin/partx e2fsprogs:sbin/e2fsck e2fsprogs:sbin/resize2fs; do
+for t in fdisk:sbin/sfdisk util-linux:usr/bin/partx e2fsprogs:sbin/resize2fs; do
     src=$CACHE/x/${t%%:*}/${t#*:}
     [ -f "$src" ] || { log "no ${t#*:} in package ${t%%:*}"; exit 1; }
     rm -f "$ROOT/${t#*:}"

@@ -385,7 +385,9 @@ async fn display(
         let s = screen(&st, &domain, lan_ip.as_deref());
         let d = domain.clone();
         let (back, r) = match tokio::task::spawn_blocking(move || {
-            let r = sink.show(&s, &d);
+            // A panic while drawing must not take the display with it: the sink comes back.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.show(&s, &d)))
+                .unwrap_or_else(|_| Err(std::io::Error::other("drawing panicked")));
             (sink, r)
         })
         .await
