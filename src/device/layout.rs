@@ -22,6 +22,9 @@ use super::Screen;
 /// Fonts tried, larger first. Both are ASCII; other characters are drawn as `?`.
 pub const FONTS: [&MonoFont<'static>; 2] = [&FONT_10X20, &FONT_6X10];
 
+/// Put above the text when the screen wants a QR but none fits at 2 px per module.
+pub(super) const QR_TOO_LONG: [&str; 2] = ["QR too long for", "this screen."];
+
 /// Text below the QR: the most of the height it may take. Text right of the QR: the least of the
 /// width kept for it (the QR gets at most the rest). In percent.
 const TEXT_SHARE: usize = 34;
@@ -81,8 +84,7 @@ pub fn compose(screen: &Screen, domain: &str, width: usize, height: usize) -> Co
             }
         }
         if best.is_none() {
-            lines.insert(0, "QR too long for".into());
-            lines.insert(1, "this screen.".into());
+            lines.splice(0..0, QR_TOO_LONG.map(String::from));
         }
     }
     let mut bitmap = Bitmap::new(width, height);
@@ -290,7 +292,7 @@ fn fit_text(lines: &[String], w: usize, h: usize) -> TextFit {
 
 /// Splits lines longer than `max_chars` into chunks; the split is by character, since the
 /// lines are addresses and domains without spaces.
-fn wrap_lines(lines: &[String], max_chars: usize) -> Vec<String> {
+pub(super) fn wrap_lines(lines: &[String], max_chars: usize) -> Vec<String> {
     let mut out = Vec::new();
     for l in lines {
         let chars: Vec<char> = l.chars().collect();

@@ -15,6 +15,7 @@ use ssd1306::mode::DisplayConfig;
 use ssd1306::prelude::*;
 use ssd1306::{I2CDisplayInterface, Ssd1306};
 
+use super::layout::{wrap_lines, QR_TOO_LONG};
 use super::Screen;
 
 pub const WIDTH: usize = 128;
@@ -60,8 +61,7 @@ pub fn draw<D: DrawTarget<Color = BinaryColor>>(
         }
         None => {
             if screen.qr.is_some() {
-                lines.insert(0, "QR too long for".into());
-                lines.insert(1, "this screen.".into());
+                lines.splice(0..0, QR_TOO_LONG.map(String::from));
             }
             0
         }
@@ -73,20 +73,15 @@ pub fn draw<D: DrawTarget<Color = BinaryColor>>(
         font.character_size.height as i32 + 1,
     );
     let max_chars = ((WIDTH as i32 - text_x) / cw).max(1) as usize;
-    let mut y = 0;
-    let mut shown = Vec::new();
-    for line in &lines {
-        // Long lines (domains) wrap rather than disappear.
-        let chars: Vec<char> = line.chars().collect();
-        for chunk in chars.chunks(max_chars) {
-            if y + lh > HEIGHT as i32 {
-                break;
-            }
-            let s: String = chunk.iter().collect();
-            Text::with_baseline(&s, Point::new(text_x, y), style, Baseline::Top).draw(d)?;
-            shown.push(s);
-            y += lh;
-        }
+    // Long lines (domains) wrap rather than disappear; what does not fit below is cut.
+    let fit = (HEIGHT as i32 / lh) as usize;
+    let shown: Vec<String> = wrap_lines(&lines, max_chars)
+        .into_iter()
+        .take(fit)
+        .collect();
+    for (i, s) in shown.iter().enumerate() {
+        let at = Point::new(text_x, i as i32 * lh);
+        Text::with_baseline(s, at, style, Baseline::Top).draw(d)?;
     }
     Ok(Drawn {
         qr: rendered.map(|(t, _)| t),
